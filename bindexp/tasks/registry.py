@@ -1,0 +1,153 @@
+"""Tasks by name: the built-in ones and any a researcher registers, and seeded program sets."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from random import Random
+from typing import Any, Callable
+
+from bindexp.tasks import tracing
+from bindexp.tasks.binding import BindingOptions, binding_program
+from bindexp.tasks.program import Answer, Program, TaskError, derive_rng, execute_query
+
+# A researcher's generator: (length, rng) -> (program text, answer) or (text, answer, metadata).
+UserGenerator = Callable[[int, Random], "tuple[str, Answer] | tuple[str, Answer, dict] | Program"]
+
+DIGITS = tuple(str(d) for d in range(10))
+BOOLEANS = ("True", "False")
+_QUERY_LINE = re.compile(r"\n?#([A-Za-z_][A-Za-z_0-9]*): ?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A named task.
+
+    generate(length, rng, **options) -> Program.
+    candidates: the answers a scorer compares at the final position (e.g. the ten digits), or
+        None when answers are open-ended and must be generated and parsed.
+    options: the dataclass of options the task accepts (None: it takes none).
+    """
+
+    name: str
+    generate: Callable[..., Program]
+    candidates: tuple[str, ...] | None = None
+    answer_type: type = int
+    options: type | None = None
+
+    def make_options(self, **options: Any) -> Any:
+        if self.options is None:
+            if options:
+                raise TaskError(f"task {self.name!r} takes no options, got {sorted(options)}")
+            return None
+        known = {f.name for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TaskError(f"task {self.name!r} has no option {unknown[0]!r}; it takes {sorted(known)}")
+        return self.options(**options)
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(
+    name: str,
+    generator: UserGenerator,
+    *,
+    candidates: tuple[str, ...] | None = None,
+    answer_type: type = int,
+    verify: bool = True,
+) -> TaskSpec:
+    """Register a generator `(length, rng) -> (text, answer[, metadata])` under `name`.
+
+    The text must end with a query comment such as `#x: `. With `verify`, the program is executed
+    and a generator whose stated answer differs from Python's raises at once.
+    """
+
+    def generate(length: int, rng: Random) -> Program:
+        produced = generator(length, rng)
+        if isinstance(produced, Program):
+            return produced
+        text, answer, *rest = produced
+        meta = dict(rest[0]) if rest else {}
+        match = _QUERY_LINE.search(text)
+        if verify:
+            if not match:
+                raise TaskError(f"task {name!r}: program must end with a query comment like '#x: '")
+            computed = execute_query(text, match.group(1))
+            if computed != answer:
+                raise TaskError(f"task {name!r}: stated answer {answer!r} but Python computes {computed!r}")
+        return Program(
+            task=name,
+            text=text,
+            answer=answer,
+            query_var=match.group(1) if match else "",
+            seq_len=length,
+            spans={"final": (len(text) - 1, len(text))},
+            meta=meta,
+        )
+
+    spec = TaskSpec(name, generate, candidates, answer_type)
+    _TASKS[name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}") from None
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)
+
+
+def make_programs(
+    task: str,
+    n: int,
+    seq_len: int,
+    seed: int,
+    *,
+    stream: str = "test",
+    exclude: frozenset[str] | set[str] = frozenset(),
+    **options: Any,
+) -> list[Program]:
+    """`n` programs of `task`, each an independent draw fixed by (task, options, seq_len, seed, i).
+
+    `stream` separates program sets drawn from the same seed (e.g. few-shot examples vs test
+    programs); programs whose text is in `exclude` are skipped and the next draw is taken.
+    """
+    spec = get_task(task)
+    if n < 0:
+        raise TaskError(f"number of programs must be >= 0, got {n}")
+    parsed = spec.make_options(**options)
+    if isinstance(parsed, BindingOptions):
+        parsed.check(seq_len)  # fail before drawing anything
+    programs: list[Program] = []
+    draw = 0
+    while len(programs) < n:
+        if draw > 100 * n + 1000:
+            raise TaskError(f"could not draw {n} distinct programs of {task!r} at seq_len={seq_len}")
+        rng = derive_rng(task, stream, sorted(options.items()), seq_len, seed, draw)
+        draw += 1
+        program = spec.generate(seq_len, rng, parsed) if parsed is not None else spec.generate(seq_len, rng)
+        if program.text in exclude:
+            continue
+        programs.append(dataclasses.replace(program, seed=seed, meta={**program.meta, "draw": draw - 1}))
+    return programs
+
+
+def _builtin(name: str, generate: Callable[..., Program], candidates=None, answer_type=int, options=None):
+    _TASKS[name] = TaskSpec(name, generate, candidates, answer_type, options)
+
+
+_builtin("binding", binding_program, DIGITS, int, BindingOptions)
+_builtin("loop", tracing.loop_program)
+_builtin("loop_unrolled", tracing.loop_unrolled_program)
+_builtin("varying_increments", tracing.varying_increments_program)
+_builtin("arithmetic_sequence", tracing.arithmetic_sequence_program)
+_builtin("counter", tracing.counter_program)
+_builtin("fibonacci", tracing.fibonacci_program)
+_builtin("exception", tracing.exception_program)
+_builtin("boolean", tracing.boolean_program, BOOLEANS, bool)
