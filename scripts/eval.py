@@ -8,15 +8,10 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-
-from bindexp.runs.cli import run_cli  # noqa: E402
-from bindexp.runs.evaluate import run_eval  # noqa: E402
-from bindexp.runs.reporting import accuracy_table  # noqa: E402
-from bindexp.runs.settings import EvalSettings  # noqa: E402
+from bindexp.runs.cli import run_cli
+from bindexp.runs.evaluate import run_eval
+from bindexp.runs.reporting import accuracy_table
+from bindexp.runs.settings import EvalSettings
 
 
 def _run_and_print(settings: EvalSettings) -> None:

@@ -61,8 +61,11 @@ def register_task(
     """Register a generator `(length, rng) -> (text, answer[, metadata])` under `name`.
 
     The text must end with a query comment such as `#x: `. With `verify`, the program is executed
-    and a generator whose stated answer differs from Python's raises at once.
+    and a generator whose stated answer differs from Python's raises at once. Registering a name
+    again replaces your earlier generator; built-in task names are refused.
     """
+    if name in _BUILTIN_NAMES:
+        raise TaskError(f"{name!r} is a built-in task; register yours under another name")
 
     def generate(length: int, rng: Random) -> Program:
         produced = generator(length, rng)
@@ -151,3 +154,4 @@ _builtin("counter", tracing.counter_program)
 _builtin("fibonacci", tracing.fibonacci_program)
 _builtin("exception", tracing.exception_program)
 _builtin("boolean", tracing.boolean_program, BOOLEANS, bool)
+_BUILTIN_NAMES = frozenset(_TASKS)
