@@ -72,23 +72,43 @@ class RunSettings(BaseSettings):
         }
 
 
-class EvalSettings(RunSettings):
-    """`scripts/eval.py`: accuracy of a model on generated programs."""
+class ProgramSettings(RunSettings):
+    """How programs and prompts are drawn (shared by the eval and patch runners)."""
 
     task: str = "binding"
-    hops: list[int] = Field([1], description="binding hops; one run may cover several")
-    seq_len: list[int] = Field([16], description="program lengths; one run may cover several")
-    num_programs: int = Field(100, ge=1, description="programs per (hops, seq_len) condition")
     shots: int | None = Field(0, ge=0, description="worked examples before each program (None: 0)")
     template: str = "raw"
-    chat: bool = Field(False, description="wrap the prompt in the tokenizer's chat template")
-    scoring: Literal["auto", "candidates", "generate"] = "auto"
-    max_new_tokens: int = Field(8, ge=1)
+    systematic_only: bool = Field(False, description="keep only programs the line-1/2 heuristic gets wrong")
     distractor_chains: int | None = None
     max_distractor_depth: int = 3
     rebinding: bool = False
     spacing: Literal["spaced", "compact"] = "spaced"
-    systematic_only: bool = Field(False, description="keep only programs the line-1/2 heuristic gets wrong")
+
+    @property
+    def n_shots(self) -> int:
+        return self.shots or 0
+
+    def task_options(self) -> dict[str, Any]:
+        """Binding options (without hops); other tasks take none."""
+        if self.task != "binding":
+            return {}
+        return {
+            "distractor_chains": self.distractor_chains,
+            "max_distractor_depth": self.max_distractor_depth,
+            "rebinding": self.rebinding,
+            "spacing": self.spacing,
+        }
+
+
+class EvalSettings(ProgramSettings):
+    """`scripts/eval.py`: accuracy of a model on generated programs."""
+
+    hops: list[int] = Field([1], description="binding hops; one run may cover several")
+    seq_len: list[int] = Field([16], description="program lengths; one run may cover several")
+    num_programs: int = Field(100, ge=1, description="programs per (hops, seq_len) condition")
+    chat: bool = Field(False, description="wrap the prompt in the tokenizer's chat template")
+    scoring: Literal["auto", "candidates", "generate"] = "auto"
+    max_new_tokens: int = Field(8, ge=1)
 
     @field_validator("hops")
     @classmethod
@@ -105,20 +125,28 @@ class EvalSettings(RunSettings):
             raise ValueError(f"seq_len must be at least 1, got {lengths}")
         return lengths
 
-    @property
-    def n_shots(self) -> int:
-        return self.shots or 0
 
-    def task_options(self) -> dict[str, Any]:
-        """Binding options (without hops); other tasks take none."""
-        if self.task != "binding":
-            return {}
-        return {
-            "distractor_chains": self.distractor_chains,
-            "max_distractor_depth": self.max_distractor_depth,
-            "rebinding": self.rebinding,
-            "spacing": self.spacing,
-        }
+Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
+CounterfactualKind = Literal["root_value", "query_chain", "distractor_value", "chain_link"]
+
+
+class PatchSettings(ProgramSettings):
+    """`scripts/patch.py`: where a model carries the value, by causal interventions."""
+
+    task: Literal["binding"] = "binding"
+    hops: int = Field(1, ge=1, le=MAX_HOPS)
+    seq_len: int = Field(16, ge=1)
+    num_programs: int = Field(20, ge=1, description="pairs to patch (after filtering)")
+    shots: int | None = Field(3, ge=0)
+    site: Site = "resid_pre"
+    method: Literal["exact", "atp", "knockout"] = "exact"
+    counterfactual: CounterfactualKind = "root_value"
+    positions: Literal["roles", "all"] = Field("roles", description="grid columns: token roles or every position")
+    layers: list[int] | None = Field(None, description="None: every layer")
+    only_correct: bool = Field(True, description="keep pairs the model answers right on both sides")
+    verify_top_k: int = Field(0, ge=0, description="atp: check the k largest cells by exact patching")
+    knockout_source: str = Field("root_value", description="knockout: role whose attention is blocked")
+    knockout_window: int = Field(1, ge=1, description="knockout: consecutive layers blocked together")
 
 
 S = TypeVar("S", bound=BaseSettings)

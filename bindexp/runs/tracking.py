@@ -146,4 +146,8 @@ class Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:  # the reason goes into the run, so a sweep's failed runs explain themselves
+            reason = f"{exc_type.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self.set_summary({"error": reason})
+            self.write_json("error.json", {"error": reason})
         self.finish(exit_code=0 if exc_type is None else 1)
