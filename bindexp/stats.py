@@ -32,3 +32,17 @@ def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float
         return mean, math.nan, math.nan
     half = z * float(data.std(ddof=1)) / math.sqrt(data.size)
     return mean, mean - half, mean + half
+
+
+def moment_interval(total, total_sq, count, z: float = Z95):
+    """Elementwise (mean, low, high) from running sums, count and sums of squares (numpy arrays).
+
+    The same normal-approximation interval as `mean_interval`, for streamed data.
+    """
+    total, total_sq, count = (np.asarray(a, dtype=float) for a in (total, total_sq, count))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        variance = (total_sq - count * mean**2) / (count - 1)
+        half = z * np.sqrt(np.clip(variance, 0, None) / count)
+    half = np.where(count >= 2, half, np.nan)
+    return mean, mean - half, mean + half

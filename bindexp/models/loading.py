@@ -52,6 +52,15 @@ class LoadedModel:
     def n_layers(self) -> int:
         return self.model.config.get_text_config().num_hidden_layers
 
+    @property
+    def traced(self) -> Any:
+        """The model wrapped for nnsight tracing (made once, shares the weights)."""
+        if getattr(self, "_traced", None) is None:
+            from nnsight import TransformersModel
+
+            self._traced = TransformersModel(self.model, tokenizer=self.tokenizer)
+        return self._traced
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.revision, "family": self.family,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),

@@ -141,11 +141,12 @@ class PatchSettings(ProgramSettings):
     site: Site = "resid_pre"
     method: Literal["exact", "atp", "knockout"] = "exact"
     counterfactual: CounterfactualKind = "root_value"
-    positions: Literal["roles", "all"] = Field("roles", description="grid columns: token roles or every position")
+    positions: Literal["roles", "all"] = Field("roles", description="grid columns: token roles or every program token")
+    pairs_per_chunk: int = Field(8, ge=1, description="pairs held in memory at once")
     layers: list[int] | None = Field(None, description="None: every layer")
     only_correct: bool = Field(True, description="keep pairs the model answers right on both sides")
     verify_top_k: int = Field(0, ge=0, description="atp: check the k largest cells by exact patching")
-    knockout_source: str = Field("root_value", description="knockout: role whose attention is blocked")
+    knockout_destination: Literal["final", "query_var"] = Field("final", description="knockout: the attending token")
     knockout_window: int = Field(1, ge=1, description="knockout: consecutive layers blocked together")
 
 

@@ -1,0 +1,152 @@
+"""A patching result with named axes: means, 95% intervals and counts per cell.
+
+    grid.axes                 # ("layer", "role") or ("layer", "role", "head") or ("layer", "position")
+    grid.labels["role"]       # column labels
+    grid.mean["normalized_effect"][layer, column]
+    grid.to_frame()           # long format, one row per cell
+    grid.plot("normalized_effect")
+    grid.save(folder)         # grid.safetensors + grid.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bindexp.stats import moment_interval
+
+GRID_ARRAYS = "grid.safetensors"
+GRID_SIDECAR = "grid.json"
+
+
+@dataclasses.dataclass
+class Grid:
+    axes: tuple[str, ...]
+    labels: dict[str, list]
+    mean: dict[str, np.ndarray]
+    ci_low: dict[str, np.ndarray]
+    ci_high: dict[str, np.ndarray]
+    n: np.ndarray  # pairs contributing to each cell
+    token_labels: list[str] = dataclasses.field(default_factory=list)  # example token per column
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.mean)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.n.shape
+
+    def to_frame(self):
+        """One row per cell: the axes' labels, the token text, n, and each metric with its CI."""
+        import pandas as pd
+
+        rows = []
+        for index in np.ndindex(*self.shape):
+            row: dict[str, Any] = {axis: self.labels[axis][i] for axis, i in zip(self.axes, index)}
+            if self.token_labels:
+                row["token"] = self.token_labels[index[1]]
+            row["n"] = int(self.n[index])
+            for metric in self.metrics:
+                row[metric] = float(self.mean[metric][index])
+                row[f"{metric}_ci_low"] = float(self.ci_low[metric][index])
+                row[f"{metric}_ci_high"] = float(self.ci_high[metric][index])
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def plot(self, metric: str = "normalized_effect", ax: Any = None, title: str = ""):
+        """Heatmap of layers x columns (heads averaged for head grids); returns the figure."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        values = self.mean[metric]
+        if values.ndim == 3:
+            values = np.nanmean(values, axis=2)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(4.0, 0.45 * values.shape[1] + 2), max(3.0, 0.22 * values.shape[0] + 1.5)))
+        bound = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
+        image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, origin="lower")
+        columns = self.labels[self.axes[1]]
+        ticks = [f"{c}\n{t!r}" if self.token_labels else str(c) for c, t in
+                 zip(columns, self.token_labels or columns)]
+        ax.set_xticks(range(len(columns)), ticks, rotation=90, fontsize=7)
+        ax.set_ylabel("layer")
+        ax.set_title(title or metric, fontsize=9)
+        ax.figure.colorbar(image, ax=ax, label=metric)
+        ax.figure.tight_layout()
+        return ax.figure
+
+    def save(self, folder: Path, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
+        """Raw arrays as safetensors (no pickle) plus a JSON sidecar with axes and settings."""
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"n": self.n.astype(np.float32)}
+        for metric in self.metrics:
+            arrays[metric] = self.mean[metric].astype(np.float32)
+            arrays[f"{metric}_ci_low"] = self.ci_low[metric].astype(np.float32)
+            arrays[f"{metric}_ci_high"] = self.ci_high[metric].astype(np.float32)
+        arrays_path, sidecar_path = folder / GRID_ARRAYS, folder / GRID_SIDECAR
+        save_file(arrays, str(arrays_path))
+        sidecar = {"axes": list(self.axes), "labels": self.labels, "metrics": self.metrics,
+                   "token_labels": self.token_labels, "info": self.info, "settings": metadata or {}}
+        sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str))
+        return arrays_path, sidecar_path
+
+    @classmethod
+    def load(cls, folder: Path) -> "Grid":
+        from safetensors.numpy import load_file
+
+        sidecar = json.loads((Path(folder) / GRID_SIDECAR).read_text())
+        arrays = load_file(str(Path(folder) / GRID_ARRAYS))
+        metrics = sidecar["metrics"]
+        return cls(
+            axes=tuple(sidecar["axes"]),
+            labels=sidecar["labels"],
+            mean={m: arrays[m] for m in metrics},
+            ci_low={m: arrays[f"{m}_ci_low"] for m in metrics},
+            ci_high={m: arrays[f"{m}_ci_high"] for m in metrics},
+            n=arrays["n"].astype(int),
+            token_labels=sidecar.get("token_labels", []),
+            info=sidecar.get("info", {}),
+        )
+
+
+class GridAccumulator:
+    """Running sums per cell, so memory stays flat however many pairs stream through."""
+
+    def __init__(self, axes: Sequence[str], labels: dict[str, list], metrics: Sequence[str]):
+        self.axes = tuple(axes)
+        self.labels = labels
+        shape = tuple(len(labels[a]) for a in self.axes)
+        self.sums = {m: np.zeros(shape) for m in metrics}
+        self.squares = {m: np.zeros(shape) for m in metrics}
+        self.counts = {m: np.zeros(shape) for m in metrics}
+        self.pairs = np.zeros(shape, dtype=int)
+        self.token_labels: list[str] = []
+
+    def add(self, values: dict[str, np.ndarray]) -> None:
+        """One pair's values per cell; NaN marks a cell this pair has no value for."""
+        for metric, array in values.items():
+            array = np.asarray(array, dtype=float)
+            present = ~np.isnan(array)
+            self.sums[metric] += np.where(present, array, 0.0)
+            self.squares[metric] += np.where(present, array**2, 0.0)
+            self.counts[metric] += present
+        self.pairs += ~np.isnan(np.asarray(values["logit_diff"] if "logit_diff" in values
+                                           else next(iter(values.values())), dtype=float))
+
+    def grid(self, info: dict[str, Any] | None = None) -> Grid:
+        mean, low, high = {}, {}, {}
+        for metric in self.sums:
+            mean[metric], low[metric], high[metric] = moment_interval(
+                self.sums[metric], self.squares[metric], self.counts[metric]
+            )
+        return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), list(self.token_labels), info or {})

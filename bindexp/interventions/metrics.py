@@ -1,0 +1,57 @@
+"""Patching metrics, defined once.
+
+For a pair with original answer token o and counterfactual answer token c, at the final position:
+- LD (logit difference) = logit[c] - logit[o].
+- normalized effect = (LD_patched - LD_clean) / (LD_cf - LD_clean): 0 = the patch did nothing,
+  1 = the output is as in the counterfactual run. NaN when the two runs' LDs coincide (e.g. a
+  control counterfactual whose answer does not change).
+- IIA (interchange intervention accuracy) = share of pairs whose patched prediction, the argmax
+  over the task's candidate answers, is the counterfactual answer.
+- p_original / p_counterfactual: probabilities of the two answers' tokens over the vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+METRICS = ("normalized_effect", "logit_diff", "iia", "p_original", "p_counterfactual")
+_FLAT = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerTokens:
+    """Token ids needed to score one pair."""
+
+    original: int
+    counterfactual: int
+    candidates: tuple[int, ...]  # every candidate answer's token (the digits)
+
+
+def logit_diff(logits: torch.Tensor, answer: AnswerTokens) -> torch.Tensor:
+    """LD over the last dimension of `logits` ([..., vocab] -> [...])."""
+    return logits[..., answer.counterfactual] - logits[..., answer.original]
+
+
+def normalized_effect(ld_patched: torch.Tensor, ld_clean: float, ld_cf: float) -> torch.Tensor:
+    gap = ld_cf - ld_clean
+    if abs(gap) < _FLAT:
+        return torch.full_like(ld_patched, float("nan"))
+    return (ld_patched - ld_clean) / gap
+
+
+def cell_metrics(logits: torch.Tensor, answer: AnswerTokens, ld_clean: float, ld_cf: float) -> dict[str, torch.Tensor]:
+    """Every metric for a stack of patched final-position logits ([cells, vocab]) of one pair."""
+    logits = logits.float()
+    ld = logit_diff(logits, answer)
+    probs = torch.softmax(logits, dim=-1)
+    candidates = torch.tensor(answer.candidates, device=logits.device)
+    predicted = candidates[logits[:, candidates].argmax(dim=-1)]
+    return {
+        "normalized_effect": normalized_effect(ld, ld_clean, ld_cf),
+        "logit_diff": ld,
+        "iia": (predicted == answer.counterfactual).float(),
+        "p_original": probs[:, answer.original],
+        "p_counterfactual": probs[:, answer.counterfactual],
+    }

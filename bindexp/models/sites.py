@@ -1,0 +1,106 @@
+"""One vocabulary of intervention sites, mapped once per architecture family.
+
+Sites (per layer):
+- resid_pre: the residual stream entering the layer (the decoder layer's input).
+- resid_post: the residual stream leaving the layer (its output; = resid_pre of the next layer).
+- attn_out: the attention block's output, before it is added to the residual stream.
+- mlp_out: the MLP block's output, before it is added to the residual stream.
+- head: one attention head's output: its slice of the output projection's input, sized by the
+  number of *query* heads (so grouped-query attention is handled).
+
+Adding an architecture family is one entry in FAMILIES.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bindexp.models.loading import ModelError
+
+SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out", "head")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """Where a family keeps its decoder layers and their parts (attribute paths)."""
+
+    layers: str  # from the top model to the list of decoder layers
+    attn: str  # from a layer to its attention block
+    mlp: str  # from a layer to its MLP block
+    attn_proj: str  # from a layer to the attention output projection (input = concatenated heads)
+
+
+_LLAMA_LIKE = Architecture(layers="model.layers", attn="self_attn", mlp="mlp", attn_proj="self_attn.o_proj")
+FAMILIES: dict[str, Architecture] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    "gemma3_text": _LLAMA_LIKE,
+    "olmo2": _LLAMA_LIKE,
+    "phi3": _LLAMA_LIKE,
+    "gpt2": Architecture(layers="transformer.h", attn="attn", mlp="mlp", attn_proj="attn.c_proj"),
+}
+
+
+def architecture(family: str) -> Architecture:
+    try:
+        return FAMILIES[family]
+    except KeyError:
+        raise ModelError(
+            f"no intervention sites are mapped for model family {family!r}; add it to bindexp.models.sites.FAMILIES"
+        ) from None
+
+
+def _walk(root: Any, path: str) -> Any:
+    for name in path.split("."):
+        root = getattr(root, name)
+    return root
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteMap:
+    """Resolves site names to modules of a model (plain torch or an nnsight wrapper alike)."""
+
+    family: str
+    n_layers: int
+    n_heads: int
+    head_dim: int
+
+    @classmethod
+    def of(cls, model: Any, family: str) -> "SiteMap":
+        architecture(family)
+        config = model.config.get_text_config()
+        n_heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+        return cls(family, config.num_hidden_layers, n_heads, head_dim)
+
+    @property
+    def arch(self) -> Architecture:
+        return architecture(self.family)
+
+    def layer(self, root: Any, index: int) -> Any:
+        return _walk(root, self.arch.layers)[index]
+
+    def module(self, root: Any, site: str, index: int) -> Any:
+        """The module whose input (resid_pre, head) or output (the rest) holds `site`."""
+        layer = self.layer(root, index)
+        if site in ("resid_pre", "resid_post"):
+            return layer
+        if site == "attn_out":
+            return _walk(layer, self.arch.attn)
+        if site == "mlp_out":
+            return _walk(layer, self.arch.mlp)
+        if site == "head":
+            return _walk(layer, self.arch.attn_proj)
+        raise ModelError(f"unknown site {site!r}; known sites: {', '.join(SITES)}")
+
+    @staticmethod
+    def reads_input(site: str) -> bool:
+        return site in ("resid_pre", "head")
+
+    def head_slice(self, head: int) -> slice:
+        return slice(head * self.head_dim, (head + 1) * self.head_dim)

@@ -1,0 +1,209 @@
+"""A sweep without a W&B server: the runs of a sweep YAML, one after another, as offline runs.
+
+    python scripts/sweep_local.py sweeps/smoke.yaml
+
+Each run's command line is built by wandb's own `create_sweep_command_args` /
+`create_sweep_command` (so a script sees exactly the arguments `wandb agent` would give it), with
+the interpreter the YAML names replaced by this one. Runs are grouped under the sweep's `name`
+(`BINDEXP_GROUP`), write offline W&B runs (`WANDB_MODE=offline`), and are recorded in
+`<output_dir>/<name>/state.json`, keyed by their argument list: a second invocation skips the
+runs that finished (resume after a kill) and runs the failed ones again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
+
+from bindexp.runs.sweeps import agent_args, agent_command, expand, load_sweep, with_interpreter
+
+STATE_FILE = "state.json"
+EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated"}
+_SYNC_LINE = re.compile(r"wandb sync (\S+)")
+_RESULTS_LINE = re.compile(r"^results: (\S+)")
+
+
+class LocalSweepSettings(BaseSettings):
+    """`scripts/sweep_local.py`: run a sweep YAML here, one run after another."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BINDEXP_", cli_parse_none_str="None", cli_exit_on_error=False, extra="forbid"
+    )
+
+    sweep: CliPositionalArg[str] = Field(description="the sweep YAML, e.g. sweeps/smoke.yaml")
+    count: int | None = Field(None, ge=1, description="random: configurations drawn (default run_cap); grid: first N")
+    seed: int = Field(0, description="random search: the draws are fixed by this seed")
+    max_runs: int | None = Field(None, ge=1, description="start at most this many runs now (like wandb agent --count)")
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    output_dir: str = Field("outputs/sweeps", description="state and logs go to <output_dir>/<sweep name>/")
+    rerun_failed: bool = Field(True, description="run again the runs that failed last time")
+    dry_run: bool = Field(False, description="print the command lines and run nothing")
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    index: int
+    args: list[str]
+    command: list[str]
+    status: Literal["finished", "failed", "skipped", "pending"]
+    returncode: int | None = None
+    error: str | None = None
+    log: str | None = None
+    run_dir: str | None = None
+
+
+@dataclasses.dataclass
+class SweepReport:
+    name: str
+    state_path: Path
+    outcomes: list[RunOutcome]
+
+    @property
+    def failures(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+
+def run_keys(arg_lists: list[list[str]]) -> list[str]:
+    """State keys: the exact argument list, with `#2`, `#3` ... on repeats (random search can repeat)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for args in arg_lists:
+        key = json.dumps(args)
+        seen[key] = seen.get(key, 0) + 1
+        keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return keys
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(path)  # atomic: a kill never leaves half a state file
+
+
+def child_env(name: str, wandb_mode: str) -> dict[str, str]:
+    """The environment of every run: grouped under the sweep's name, W&B in the chosen mode."""
+    env = dict(os.environ)
+    env.update({
+        "WANDB_MODE": wandb_mode,
+        "BINDEXP_WANDB_MODE": wandb_mode,
+        "BINDEXP_GROUP": name,
+        "WANDB_RUN_GROUP": name,
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> SweepReport:
+    """Run (or with dry_run, list) every run of the sweep not finished before; see the module doc."""
+    out = out or sys.stdout
+    config = load_sweep(settings.sweep)
+    name = str(config["name"])
+    runs = expand(config, seed=settings.seed, count=settings.count)
+    arg_lists = [agent_args(params)["args"] for params in runs]
+    commands = [with_interpreter(agent_command(config, params), sys.executable) for params in runs]
+    folder = Path(settings.output_dir) / name
+    state_path = folder / STATE_FILE
+    state = load_state(state_path)
+    outcomes = []
+    started = 0
+    for index, (key, args, command) in enumerate(zip(run_keys(arg_lists), arg_lists, commands), start=1):
+        outcome = RunOutcome(index, args, command, "pending")
+        outcomes.append(outcome)
+        previous = state.get(key, {})
+        tag = f"[{index}/{len(runs)}]"
+        if previous.get("status") == "finished" or (previous.get("status") == "failed" and not settings.rerun_failed):
+            outcome.status, outcome.run_dir = "skipped", previous.get("run_dir")
+            print(f"{tag} skipped ({previous['status']} before): {' '.join(args)}", file=out, flush=True)
+            continue
+        if settings.dry_run:
+            print(f"{tag} {shlex.join(command)}", file=out, flush=True)
+            continue
+        if settings.max_runs is not None and started >= settings.max_runs:
+            continue
+        started += 1
+        print(f"{tag} {shlex.join(command)}", file=out, flush=True)
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+        log = folder / "logs" / f"run-{index:04d}.log"
+        _execute(outcome, command, child_env(name, settings.wandb_mode), log, out)
+        state[key] = {
+            "status": outcome.status, "returncode": outcome.returncode, "error": outcome.error,
+            "args": args, "log": str(log), "run_dir": outcome.run_dir, "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        _save_state(state_path, state)
+    report = SweepReport(name, state_path, outcomes)
+    if not settings.dry_run:
+        _print_report(report, out)
+    return report
+
+
+def _execute(outcome: RunOutcome, command: list[str], env: dict[str, str], log: Path, out: TextIO) -> None:
+    """Run one command, echoing and logging its output; fill in the outcome."""
+    lines: list[str] = []
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1, stdin=subprocess.DEVNULL)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                handle.write(line)
+                out.write(line)
+                lines.append(line.rstrip("\n"))
+            proc.wait()
+        finally:  # interrupted (Ctrl-C, SIGTERM): the run must not outlive the runner
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    outcome.returncode, outcome.log = proc.returncode, str(log)
+    outcome.status = "finished" if proc.returncode == 0 else "failed"
+    for line in lines:
+        if (match := _SYNC_LINE.search(line)) or (match := _RESULTS_LINE.search(line)):
+            outcome.run_dir = match.group(1)
+    if proc.returncode != 0:
+        outcome.error = failure_reason(proc.returncode, lines)
+
+
+def failure_reason(returncode: int, lines: list[str]) -> str:
+    """One line: the run's own `error:` line, else the last line it printed, and what the exit code means."""
+    errors = [line for line in lines if line.startswith("error:")]
+    text = [line for line in lines if line.strip()]
+    reason = errors[-1] if errors else (text[-1].strip() if text else "no output")
+    meaning = EXIT_MEANINGS.get(returncode)
+    return f"exit {returncode}{f' ({meaning})' if meaning else ''}: {reason}"
+
+
+def _print_report(report: SweepReport, out: TextIO) -> None:
+    counts: dict[str, int] = {}
+    for outcome in report.outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    parts = [f"{counts[s]} {s}" for s in ("finished", "skipped", "failed", "pending") if counts.get(s)]
+    print(f"\nsweep {report.name}: {len(report.outcomes)} runs: {', '.join(parts)}", file=out)
+    if counts.get("pending"):
+        print("pending runs were not started (--max_runs); run the same command again to continue", file=out)
+    if report.failures:
+        print("failed runs (run the same command again to retry them):", file=out)
+        for outcome in report.failures:
+            print(f"  [{outcome.index}] {' '.join(outcome.args)}\n      {outcome.error}\n      log: {outcome.log}",
+                  file=out)
+    print(f"state: {report.state_path}", file=out, flush=True)

@@ -1,0 +1,304 @@
+"""Sweep YAMLs: read, check, expand, and build each run's command line the way `wandb agent` does.
+
+    config = load_sweep("sweeps/eval.yaml")
+    problems = check_sweep(config)              # [] when the file is well formed
+    for params in expand(config, seed=0):       # grid, or random with a count
+        argv = agent_command(config, params)    # exactly the list `wandb agent` would run
+
+The local runner that executes these one after another is `bindexp.runs.sweep_local`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic_settings import BaseSettings
+
+from bindexp.runs.entry import InputError
+from bindexp.runs.settings import EvalSettings, PatchSettings
+
+# What the agent runs when a sweep has no `command` (wandb's own default).
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+ARG_MACROS = {"${args}", "${args_no_hyphens}", "${args_no_boolean_flags}", "${args_json}", "${args_no_equals}"}
+METHODS = ("grid", "random", "bayes")
+TOP_LEVEL_KEYS = {
+    "name", "description", "program", "method", "metric", "parameters", "command",
+    "early_terminate", "run_cap", "controller", "job", "image_uri",
+}
+DISTRIBUTIONS = {
+    "constant": ("value",),
+    "categorical": ("values",),
+    "int_uniform": ("min", "max"),
+    "uniform": ("min", "max"),
+    "q_uniform": ("min", "max", "q"),
+    "log_uniform": ("min", "max"),
+    "log_uniform_values": ("min", "max"),
+    "q_log_uniform_values": ("min", "max", "q"),
+    "normal": ("mu", "sigma"),
+    "q_normal": ("mu", "sigma", "q"),
+}
+_PYTHON = re.compile(r"python[0-9.]*(\.exe)?$")
+PARAM_KEYS = {"value", "values", "probabilities", "distribution", "min", "max", "q", "mu", "sigma"}
+
+# The settings class each project script parses its arguments into.
+SCRIPT_SETTINGS: dict[str, type[BaseSettings]] = {
+    "scripts/eval.py": EvalSettings,
+    "scripts/patch.py": PatchSettings,
+}
+
+
+class SweepError(InputError):
+    """A sweep file the local runner cannot use; the message is one line."""
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """The sweep YAML as a dict; `name` defaults to the file's stem."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"no sweep file {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise SweepError(f"{path}: a sweep file is a mapping with method, parameters and command")
+    config.setdefault("name", path.stem)
+    return config
+
+
+def check_sweep(config: dict[str, Any], *, strict: bool = True) -> list[str]:
+    """Problems with a sweep config, one line each ([] when fine).
+
+    wandb 0.31 ships no sweep-config JSON schema (it lives in W&B's server and in the `sweeps`
+    package, which pins numpy<2), so the structure W&B documents is checked here: method,
+    metric, flat parameters with value / values / distribution, and a command that passes the
+    arguments. `strict` adds this project's rules: no entity or project in the file, the
+    command names the venv's interpreter rather than `${interpreter}`, parameter names of two
+    letters or more.
+    """
+    problems = []
+    allowed = TOP_LEVEL_KEYS if strict else TOP_LEVEL_KEYS | {"entity", "project"}
+    for key in sorted(set(config) - allowed):
+        why = "pass it to `wandb sweep` / the runner instead" if key in ("entity", "project") else "unknown key"
+        problems.append(f"{key}: {why}")
+    method = config.get("method")
+    if method not in METHODS:
+        problems.append(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
+    metric = config.get("metric")
+    if metric is not None:
+        if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+            problems.append("metric: needs a name")
+        elif metric.get("goal", "minimize") not in ("minimize", "maximize"):
+            problems.append(f"metric.goal: minimize or maximize, got {metric.get('goal')!r}")
+    elif method == "bayes":
+        problems.append("metric: bayes search needs a metric to optimise")
+    parameters = config.get("parameters")
+    if not isinstance(parameters, dict) or not parameters:
+        problems.append("parameters: a non-empty mapping of name -> {value | values | distribution}")
+        parameters = {}
+    for name, spec in parameters.items():
+        problems.extend(f"parameters.{name}: {p}" for p in _parameter_problems(name, spec, method, strict))
+    problems.extend(_command_problems(config, strict))
+    if "run_cap" in config and not (isinstance(config["run_cap"], int) and config["run_cap"] > 0):
+        problems.append("run_cap: a positive integer")
+    return problems
+
+
+def _parameter_problems(name: str, spec: Any, method: Any, strict: bool) -> list[str]:
+    if strict and len(str(name)) < 2:
+        return ["names need two letters or more (pydantic-settings gives one-letter names a single dash)"]
+    if not isinstance(spec, dict):
+        return ["must be a mapping such as {value: 3} or {values: [1, 2]}"]
+    if "parameters" in spec:
+        return ["nested parameters are not allowed: keep sweeps flat"]
+    unknown = sorted(set(spec) - PARAM_KEYS)
+    if unknown:
+        return [f"unknown key {unknown[0]!r}"]
+    if "value" in spec and "values" in spec:
+        return ["give value or values, not both"]
+    if not {"value", "values", "distribution", "min", "max"} & set(spec):
+        return ["needs value, values or a distribution"]
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            return ["values must be a non-empty list"]
+        probabilities = spec.get("probabilities")
+        if probabilities is not None and (len(probabilities) != len(values) or abs(sum(probabilities) - 1) > 1e-6):
+            return ["probabilities must match values and sum to 1"]
+    distribution = _distribution(spec)
+    if distribution not in DISTRIBUTIONS:
+        return [f"unknown distribution {distribution!r}"]
+    missing = [k for k in DISTRIBUTIONS[distribution] if k not in spec]
+    if missing:
+        return [f"distribution {distribution} needs {', '.join(missing)}"]
+    if method == "grid" and distribution not in ("constant", "categorical"):
+        return [f"grid search needs value or values, not distribution {distribution}"]
+    return []
+
+
+def _distribution(spec: dict[str, Any]) -> str:
+    """The distribution W&B infers for a parameter spec."""
+    if "distribution" in spec:
+        return spec["distribution"]
+    if "value" in spec:
+        return "constant"
+    if "values" in spec:
+        return "categorical"
+    if isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int):
+        return "int_uniform"
+    return "uniform"
+
+
+def _command_problems(config: dict[str, Any], strict: bool) -> list[str]:
+    command = config.get("command", DEFAULT_COMMAND)
+    if not isinstance(command, list) or not command or not all(isinstance(c, (str, int, float)) for c in command):
+        return ["command: a list of strings"]
+    command = [str(c) for c in command]
+    problems = []
+    if not ARG_MACROS & set(command):
+        problems.append("command: must pass the parameters, e.g. ${args}")
+    if "${args_json_file}" in command:
+        problems.append("command: ${args_json_file} is not supported; use ${args}")
+    if "${program}" in command and not config.get("program"):
+        problems.append("program: the command uses ${program} but none is given")
+    if strict:
+        first = next((c for c in command if c != "${env}"), "")
+        if first == "${interpreter}":
+            problems.append("command: name the project's interpreter (.venv/bin/python), not ${interpreter} (= python)")
+        elif not _PYTHON.match(Path(first).name):
+            problems.append(f"command: start with the project's interpreter (.venv/bin/python), not {first!r}")
+    return problems
+
+
+def sweep_program(config: dict[str, Any]) -> str | None:
+    """The script a sweep runs (its `program`, or the first .py file in its command)."""
+    if config.get("program"):
+        return str(config["program"])
+    for chunk in config.get("command", []):
+        if str(chunk).endswith(".py"):
+            return str(chunk)
+    return None
+
+
+def settings_class(config: dict[str, Any]) -> type[BaseSettings] | None:
+    """The settings class the sweep's program parses its arguments into, if it is ours."""
+    program = sweep_program(config)
+    return SCRIPT_SETTINGS.get(Path(program).as_posix()) if program else None
+
+
+def parameter_values(spec: dict[str, Any]) -> list[Any]:
+    """Every value a grid takes for this parameter (value or values)."""
+    if "value" in spec:
+        return [spec["value"]]
+    if "values" in spec:
+        return list(spec["values"])
+    raise SweepError(f"grid search needs value or values, got {sorted(spec)}")
+
+
+def expand(config: dict[str, Any], *, seed: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+    """The parameter sets of a sweep: the full grid (first `count` if given), or `count` random draws.
+
+    Grid order is the parameters' order in the file, the last one varying fastest. Random search
+    draws with `random.Random(seed)`, so the same seed gives the same runs (and resumes). `count`
+    defaults to the file's `run_cap`; random search needs one of them.
+    """
+    problems = check_sweep(config, strict=False)
+    if problems:
+        raise SweepError(problems[0])
+    method = config["method"]
+    parameters: dict[str, dict[str, Any]] = config["parameters"]
+    count = count if count is not None else config.get("run_cap")
+    if method == "bayes":
+        raise SweepError("bayes search needs W&B's sweep controller (a server); use method grid or random locally")
+    if method == "grid":
+        names = list(parameters)
+        grid = itertools.product(*(parameter_values(parameters[n]) for n in names))
+        runs = [dict(zip(names, values)) for values in grid]
+        return runs if count is None else runs[:count]
+    if count is None:
+        raise SweepError("random search needs a count (--count or run_cap in the file)")
+    rng = random.Random(seed)
+    return [{name: _draw(spec, rng) for name, spec in parameters.items()} for _ in range(count)]
+
+
+def _draw(spec: dict[str, Any], rng: random.Random) -> Any:
+    kind = _distribution(spec)
+    if kind == "constant":
+        return spec["value"]
+    if kind == "categorical":
+        return rng.choices(spec["values"], weights=spec.get("probabilities"))[0]
+    low, high = spec.get("min"), spec.get("max")
+    if kind == "int_uniform":
+        return rng.randint(low, high)
+    if kind == "uniform":
+        return rng.uniform(low, high)
+    if kind == "q_uniform":
+        return round(rng.uniform(low, high) / spec["q"]) * spec["q"]
+    if kind == "log_uniform":  # bounds are natural logs
+        return math.exp(rng.uniform(low, high))
+    if kind == "log_uniform_values":
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+    if kind == "q_log_uniform_values":
+        return round(math.exp(rng.uniform(math.log(low), math.log(high))) / spec["q"]) * spec["q"]
+    if kind == "normal":
+        return rng.gauss(spec["mu"], spec["sigma"])
+    if kind == "q_normal":
+        return round(rng.gauss(spec["mu"], spec["sigma"]) / spec["q"]) * spec["q"]
+    raise SweepError(f"distribution {kind} is not supported by the local runner")
+
+
+def agent_args(params: dict[str, Any]) -> dict[str, list[str]]:
+    """wandb's own formatting of parameter values: `args`, `args_no_boolean_flags`, ..."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    return create_sweep_command_args({"args": {name: {"value": value} for name, value in params.items()}})
+
+
+def agent_command(config: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The argument list `wandb agent` runs for these parameter values (macros filled in the same way)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command
+
+    command = create_sweep_command([str(c) for c in config.get("command") or DEFAULT_COMMAND])
+    macros: dict[str, list[str]] = {
+        **agent_args(params),
+        "interpreter": ["python"],
+        "program": [str(config.get("program"))],
+        "env": ["/usr/bin/env"] if os.name != "nt" else [],
+    }
+    argv: list[str] = []
+    for chunk in command:
+        if chunk.startswith("${") and chunk.endswith("}"):
+            if chunk == "${args_json_file}":
+                raise SweepError("${args_json_file} is not supported by the local runner; use ${args}")
+            argv += macros.get(chunk[2:-1]) or []
+        else:
+            argv.append(chunk)
+    return argv
+
+
+def with_interpreter(argv: list[str], interpreter: str) -> list[str]:
+    """Replace the Python the command names (`.venv/bin/python`, `python`) with `interpreter`."""
+    start = 1 if argv and argv[0] == "/usr/bin/env" else 0
+    if len(argv) > start and _PYTHON.match(Path(argv[start]).name):
+        return [*argv[:start], interpreter, *argv[start + 1:]]
+    return list(argv)
+
+
+def iter_parameter_values(config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(name, value) for every listed value of every parameter (distributions give their bounds)."""
+    for name, spec in config.get("parameters", {}).items():
+        if "value" in spec or "values" in spec:
+            for value in parameter_values(spec):
+                yield name, value
+        else:
+            for bound in ("min", "max"):
+                if bound in spec:
+                    yield name, spec[bound]

@@ -1,0 +1,34 @@
+"""Where does the model carry the value? One patch grid over many pairs; one W&B run (job_type `patch`).
+
+    python scripts/patch.py --model=smollm2-135m --hops=2 --seq_len=16 --num_programs=20 --seed=0 \
+        --site=resid_pre --method=exact --counterfactual=root_value
+
+Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment variable.
+"""
+
+from __future__ import annotations
+
+from bindexp.runs.cli import run_cli
+from bindexp.runs.patch import run_patch
+from bindexp.runs.settings import PatchSettings
+
+
+def _run_and_print(settings: PatchSettings) -> None:
+    outcome = run_patch(settings)
+    summary = outcome.summary
+    print(f"\n{settings.method} patching of {settings.model}, site {settings.site}, "
+          f"{summary['pairs_used']} {settings.counterfactual} pairs, hops={settings.hops}:")
+    print(f"{'column':<20}{'best layer':>11}{summary['metric']:>20}")
+    for column, best in summary["best_layer_by_column"].items():
+        print(f"{column:<20}{best['layer']:>11}{best[summary['metric']]:>20.3f}")
+    if "handoff_layer" in summary:
+        print(f"effect passes from root_value to final at layer: {summary['handoff_layer']}")
+    print(f"heatmap: {outcome.out_dir / 'heatmap.png'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(PatchSettings, _run_and_print, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
