@@ -1,0 +1,88 @@
+"""scripts/patch.py end to end on a tiny model with real offline W&B runs."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bindexp.interventions.grid import Grid
+from bindexp.runs.patch import run_patch
+from bindexp.runs.settings import PatchSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model=tiny-random-llama", "--seq_len=5", "--num_programs=3", "--shots=1", "--hops=2",
+        "--only_correct=False", "--progress=False"]
+
+
+def _main(argv):
+    spec = importlib.util.spec_from_file_location("patch_script", ROOT / "scripts" / "patch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def _run_dir(printed):
+    (line,) = [x for x in printed.splitlines() if "wandb sync" in x]
+    return Path(line.split("wandb sync ")[1].strip())
+
+
+def test_patch_script_logs_grid_table_image_and_artifact(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _main(TINY + ["--site=resid_pre", "--method=exact", "--wandb_mode=offline"]) == 0
+    printed = capsys.readouterr().out
+    run_dir = _run_dir(printed)
+    files = run_dir / "files"
+    grid = Grid.load(files)
+    sidecar = json.loads((files / "grid.json").read_text())
+    assert sidecar["settings"]["site"] == "resid_pre" and sidecar["axes"] == ["layer", "role"]
+    assert (files / "heatmap.png").exists() and len((files / "pairs.jsonl").read_text().splitlines()) == 3
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    inspected = json.loads(subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run_dir)],
+                                          capture_output=True, text=True, check=True).stdout)
+    summary = inspected["summary"]
+    assert summary["pairs_used"] == 3 and inspected["config"]["method"] == "exact"
+    root = grid.labels["role"].index("root_value")
+    best = summary["best_layer_by_column"]["root_value"]
+    assert best["layer"] == int(np.nanargmax(grid.mean["normalized_effect"][:, root]))
+    assert "grid" in {p.name.split("_")[0] for p in (files / "media" / "table").glob("*.json")}
+
+
+@pytest.mark.parametrize("extra", [["--method=atp", "--verify_top_k=3"], ["--method=knockout", "--knockout_window=2"],
+                                   ["--site=head", "--layers=[0, 3]"]])
+def test_other_methods_run(tmp_path, extra):
+    settings_args = TINY + ["--wandb_mode=disabled", f"--output_dir={tmp_path}"] + extra
+    from bindexp.runs.settings import parse_settings
+
+    outcome = run_patch(parse_settings(PatchSettings, settings_args))
+    assert (outcome.out_dir / "grid.safetensors").exists()
+    assert outcome.grid.n.max() == 3
+    if "--method=atp" in extra:
+        assert "atp_exact_spearman_top_k" in outcome.summary
+    if "--site=head" in extra:
+        assert outcome.grid.labels["layer"] == [0, 3] and outcome.grid.axes[-1] == "head"
+
+
+def test_same_settings_give_the_same_grid(tmp_path):
+    settings = PatchSettings(model="tiny-random-qwen3", seq_len=5, num_programs=2, shots=0, hops=1,
+                             only_correct=False, wandb_mode="disabled", output_dir=str(tmp_path), progress=False)
+    a, b = run_patch(settings), run_patch(settings)
+    assert [p.to_dict() for p in a.pairs] == [p.to_dict() for p in b.pairs]
+    np.testing.assert_array_equal(a.grid.mean["logit_diff"], b.grid.mean["logit_diff"])
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--site=neuron"], "site"),
+    (["--counterfactual=chain_link", "--hops=1"], "hops >= 2"),
+    (["--layers=[99]"], "layers"),
+    (["--hops=9"], "hops"),
+])
+def test_bad_patch_settings_exit_with_one_line(tmp_path, argv, fragment):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "patch.py"), *TINY, "--wandb_mode=disabled",
+                          *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]
