@@ -1,0 +1,157 @@
+"""Patching speed: the old three-forwards-per-cell loop, one forward per cell, and bindexp's grid.
+
+    python scripts/bench_patch.py --model=smollm2-135m --pairs=2 --shots=3 --layer_step=5
+
+All three compute the same cells (resid_pre, layers x roles) on the same pairs; the script checks
+their logit differences agree and prints the speed ratios (targets: >= 10x the old loop, >= 3x one
+forward per cell), then times attribution patching in forward-equivalents (target <= 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bindexp.interventions.attribution import attribution_grid
+from bindexp.interventions.grids import patch_grid
+from bindexp.interventions.pairs import tokenize_pairs
+from bindexp.models import load_model
+from bindexp.tasks import make_programs
+from bindexp.tasks.counterfactuals import make_pairs
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--hops", type=int, default=1)
+    parser.add_argument("--seq_len", type=int, default=16)
+    parser.add_argument("--shots", type=int, default=3)
+    parser.add_argument("--layer_step", type=int, default=5, help="every k-th layer (the loops are slow)")
+    parser.add_argument("--cells_per_forward", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _forward(model, ids, hook=None, layer=None):
+    handle = model.model.layers[layer].register_forward_pre_hook(hook, with_kwargs=True) if hook else None
+    try:
+        with torch.inference_mode():
+            return model(input_ids=ids).logits[0, -1].float()
+    finally:
+        if handle:
+            handle.remove()
+
+
+def _capture(model, ids, layer):
+    box = {}
+
+    def grab(module, args, kwargs):
+        box["h"] = (args[0] if args else kwargs["hidden_states"]).clone()
+
+    _forward(model, ids, grab, layer)
+    return box["h"]
+
+
+def _patch_hook(position, value):
+    def hook(module, args, kwargs):
+        hidden = (args[0] if args else kwargs["hidden_states"]).clone()
+        hidden[0, position] = value
+        if args:
+            return (hidden,) + args[1:], kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+    return hook
+
+
+def old_loop(model, tokenized, cells):
+    """Per cell: a clean forward, a counterfactual forward for the activation, a patched forward."""
+    out = {}
+    for pair, layer, role in cells:
+        item = tokenized[pair]
+        ids, cf_ids = (torch.tensor([x], device=model.device) for x in (item.ids, item.cf_ids))
+        _forward(model, ids)
+        value = _capture(model, cf_ids, layer)[0, item.roles[role]]
+        logits = _forward(model, ids, _patch_hook(item.roles[role], value), layer)
+        out[(pair, layer, role)] = float(logits[item.answer.counterfactual] - logits[item.answer.original])
+    return out
+
+
+def one_forward_per_cell(model, tokenized, cells, layers):
+    """Counterfactual activations once per pair, then one full patched forward per cell."""
+    cache = {}
+    for pair, item in enumerate(tokenized):
+        cf_ids = torch.tensor([item.cf_ids], device=model.device)
+        for layer in layers:
+            cache[(pair, layer)] = _capture(model, cf_ids, layer)[0]
+    out = {}
+    for pair, layer, role in cells:
+        item = tokenized[pair]
+        value = cache[(pair, layer)][item.roles[role]]
+        logits = _forward(model, torch.tensor([item.ids], device=model.device), _patch_hook(item.roles[role], value), layer)
+        out[(pair, layer, role)] = float(logits[item.answer.counterfactual] - logits[item.answer.original])
+    return out
+
+
+def timed(fn):
+    _sync()
+    start = time.perf_counter()
+    result = fn()
+    _sync()
+    return result, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    lm = load_model(args.model, device=args.device)
+    shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
+    pairs = make_pairs("root_value", args.pairs, args.seq_len, args.seed, hops=args.hops,
+                       exclude={s.text for s in shots})
+    tokenized, _ = tokenize_pairs(lm, pairs, shots)
+    layers = list(range(0, lm.n_layers, args.layer_step))
+    roles = ["chain1_lhs", "root_value", "distractor1_value", "query_var", "final"]
+    cells = [(p, layer, role) for p in range(len(tokenized)) for layer in layers for role in roles
+             if role in tokenized[p].roles]
+    _forward(lm.model, torch.tensor([tokenized[0].ids], device=lm.device))  # warm-up
+
+    grid, t_grid = timed(lambda: patch_grid(lm, pairs, site="resid_pre", shots=shots, layers=layers,
+                                            cells_per_forward=args.cells_per_forward, pairs_per_chunk=len(pairs)))
+    one, t_one = timed(lambda: one_forward_per_cell(lm.model, tokenized, cells, layers))
+    old, t_old = timed(lambda: old_loop(lm.model, tokenized, cells))
+    _, t_forward = timed(lambda: [_forward(lm.model, torch.tensor([t.ids], device=lm.device)) for t in tokenized])
+    atp, t_atp = timed(lambda: attribution_grid(lm, pairs, site="resid_pre", shots=shots))
+
+    # the grid's per-cell LD is averaged over pairs: compare averages per (layer, role)
+    worst = 0.0
+    for layer_index, layer in enumerate(layers):
+        for role in roles:
+            values = [old[(p, layer, role)] for p in range(len(tokenized)) if (p, layer, role) in old]
+            ones = [one[(p, layer, role)] for p in range(len(tokenized)) if (p, layer, role) in one]
+            mean_old, mean_one = sum(values) / len(values), sum(ones) / len(ones)
+            mean_grid = float(grid.mean["logit_diff"][layer_index, grid.labels["role"].index(role)])
+            worst = max(worst, abs(mean_old - mean_grid), abs(mean_one - mean_grid))
+    tokens = len(tokenized[0].ids)
+    print(f"model {args.model} on {lm.device} ({lm.dtype}), {len(tokenized)} pairs of ~{tokens} tokens "
+          f"({args.shots}-shot), {len(cells)} cells ({len(layers)} layers x {len(roles)} roles), "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'method':<34}{'seconds':>9}{'cells/s':>10}")
+    for name, seconds in (("old loop (3 forwards per cell)", t_old), ("one forward per cell", t_one),
+                          ("bindexp patch_grid", t_grid)):
+        print(f"{name:<34}{seconds:>9.2f}{len(cells) / seconds:>10.1f}")
+    print(f"largest |LD difference| between methods: {worst:.2e}")
+    print(f"speed-up vs old loop:             {t_old / t_grid:.1f}x (target >= 10x)")
+    print(f"speed-up vs one forward per cell: {t_one / t_grid:.1f}x (target >= 3x)")
+    print(f"AtP full grid ({lm.n_layers} layers x roles): {t_atp:.2f}s = "
+          f"{t_atp / t_forward:.2f} forward-equivalents per pair (target <= 3)")
+    return 0 if worst < 1e-2 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
