@@ -26,6 +26,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--random_init", action="store_true",
+                        help="the model's shapes and tokenizer with random weights (speed only)")
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--hops", type=int, default=1)
     parser.add_argument("--seq_len", type=int, default=16)
@@ -110,7 +113,7 @@ def timed(fn):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lm = load_model(args.model, device=args.device)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, random_init=args.random_init)
     shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
     pairs = make_pairs("root_value", args.pairs, args.seq_len, args.seed, hops=args.hops,
                        exclude={s.text for s in shots})

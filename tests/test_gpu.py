@@ -53,3 +53,27 @@ def test_quantized_loading_scores(tmp_path, bits):
     prompts, answers = _prompts(4)
     scores = score_candidates(lm, prompts, answers, DIGITS)
     assert len(scores) == 4 and all(0 <= s.p_answer <= 1 for s in scores)
+
+
+def test_patch_grid_on_cuda_matches_cpu():
+    import numpy as np
+
+    from bindexp.interventions.grids import patch_grid
+    from bindexp.tasks.counterfactuals import make_pairs
+
+    pairs = make_pairs("root_value", 3, 6, 0, hops=2)
+    gpu = patch_grid(load_model("tiny-random-llama", dtype="float32"), pairs, site="head", cells_per_forward=128)
+    cpu = patch_grid(load_model("tiny-random-llama", device="cpu"), pairs, site="head")
+    np.testing.assert_allclose(gpu.mean["logit_diff"], cpu.mean["logit_diff"], atol=1e-4)
+
+
+def test_attribution_and_knockout_run_in_bf16():
+    from bindexp.interventions.attribution import attribution_grid
+    from bindexp.interventions.knockout import knockout_grid
+    from bindexp.tasks.counterfactuals import make_pairs
+
+    lm = load_model("tiny-random-qwen3")
+    pairs = make_pairs("root_value", 2, 6, 0, hops=2)
+    atp = attribution_grid(lm, pairs, site="resid_pre")
+    knock = knockout_grid(lm, pairs, sources=["root_value", "query_var"])
+    assert atp.n.max() == 2 and knock.n.max() == 2

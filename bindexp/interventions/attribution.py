@@ -92,9 +92,10 @@ def _estimates(item: TokenizedPair, sites: SiteMap, heads, labels, column_map, s
         per_position = delta.reshape(*delta.shape[:2], len(heads), sites.head_dim).sum(-1)  # [L, T', H]
     else:
         per_position = delta.sum(-1)  # [L, T']
+    per_position = per_position.cpu().numpy()
     ld = np.full(shape, np.nan)
     for col, position in column_map(item).items():
-        ld[:, labels.index(col)] = (ld_clean + per_position[:, position - start]).cpu().numpy()
+        ld[:, labels.index(col)] = ld_clean + per_position[:, position - start]
     effect = normalized_effect(torch.from_numpy(ld), ld_clean, ld_cf).numpy()
     return {"normalized_effect": effect, "logit_diff": ld}
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -52,14 +53,19 @@ class LoadedModel:
     def n_layers(self) -> int:
         return self.model.config.get_text_config().num_hidden_layers
 
-    @property
+    @functools.cached_property
     def traced(self) -> Any:
         """The model wrapped for nnsight tracing (made once, shares the weights)."""
-        if getattr(self, "_traced", None) is None:
-            from nnsight import TransformersModel
+        from nnsight import TransformersModel
 
-            self._traced = TransformersModel(self.model, tokenizer=self.tokenizer)
-        return self._traced
+        # nnsight builds a transformers pipeline around the model, and a pipeline moves a model to
+        # the accelerator unless told its device: keep the model where it was loaded.
+        device = self.device
+        placed = {} if getattr(self.model, "hf_device_map", None) else {"device": device}
+        traced = TransformersModel(self.model, tokenizer=self.tokenizer, **placed)
+        if self.device != device:
+            raise ModelError(f"wrapping the model for nnsight moved it from {device} to {self.device}")
+        return traced
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.revision, "family": self.family,
@@ -103,11 +109,14 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     seed: int = 0,
+    random_init: bool = False,
 ) -> LoadedModel:
     """Load `name` onto `device` (auto: CUDA if present) in `dtype` (auto: bf16 on CUDA, fp32 on CPU).
 
     quantization: "4bit"/"8bit" through bitsandbytes, CUDA only.
     revision: hub branch/tag/commit. seed: weights of the tiny random models.
+    random_init: the architecture and tokenizer of `name` (a directory or hub id) with weights
+        drawn from `seed` -- for speed measurements where the weights cannot be had.
     """
     check_model_name(name)
     torch_device = resolve_device(device)
@@ -128,6 +137,8 @@ def load_model(
         loaded = LoadedModel(name, model.to(torch_device, torch_dtype), tokenizer, f"random-init-seed{seed}", family)
         return loaded
 
+    if random_init:
+        return _random_init(name, revision, trust_remote_code, seed, torch_device, torch_dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if quantization is not None:
         kwargs["quantization_config"] = _bnb_config(quantization, torch_dtype)
@@ -146,6 +157,24 @@ def load_model(
         model.to(torch_device)
     model.eval()
     return LoadedModel(name, model, tokenizer, _revision_of(name, model), model.config.model_type)
+
+
+def _random_init(name, revision, trust_remote_code, seed, device, dtype) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = _smollm2_cache_dir() if name == "smollm2-135m" else name
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"could not load the config of {source!r}: {str(err).strip().splitlines()[0]}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    return LoadedModel(name, model, tokenizer, f"random-init-seed{seed}", model.config.model_type)
 
 
 def _from_pretrained(source: str, revision: str | None, kwargs: dict[str, Any]):
