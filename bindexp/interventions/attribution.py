@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bindexp.interventions.grid import Grid, GridAccumulator
-from bindexp.interventions.grids import grid_columns
+from bindexp.interventions.grid import Grid
+from bindexp.interventions.grids import plan_grid
 from bindexp.interventions.metrics import logit_diff, normalized_effect
-from bindexp.interventions.pairs import TokenizedPair, site_value, shared_prefix_length, tokenize_pairs
+from bindexp.interventions.pairs import TokenizedPair, site_value
 from bindexp.models.forward import SharedPrefix
-from bindexp.models.loading import LoadedModel, ModelError
-from bindexp.models.sites import SITES, SiteMap
+from bindexp.models.loading import LoadedModel
+from bindexp.models.sites import SiteMap
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 
@@ -61,28 +61,17 @@ def attribution_grid(
     """AtP estimates of LD and normalized effect for every (layer, column[, head]) cell."""
     from tqdm.auto import tqdm
 
-    if site not in SITES:
-        raise ModelError(f"unknown site {site!r}; known sites: {', '.join(SITES)}")
+    plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns)
     sites = SiteMap.of(lm.model, lm.family)
-    tokenized, dropped = tokenize_pairs(lm, pairs, shots, template)
-    if not tokenized:
-        raise ModelError("no pair is left to patch" + (f" ({dropped[0]})" if dropped else ""))
-    axis, labels, column_map = grid_columns(tokenized, columns)
-    heads = list(range(sites.n_heads)) if site == "head" else None
-    axes = ("layer", axis) + (("head",) if heads else ())
-    layers = list(range(sites.n_layers))
-    accumulator = GridAccumulator(axes, {"layer": layers, axis: labels, **({"head": heads} if heads else {})},
-                                  ATP_METRICS)
-    first = column_map(tokenized[0])
-    accumulator.token_labels = [tokenized[0].tokens[first[c]] if c in first else "" for c in labels]
-    start = shared_prefix_length(tokenized)
-    prefix = SharedPrefix(lm.model, tokenized[0].ids[:start]) if start else None
+    accumulator = plan.accumulator(ATP_METRICS)
+    tokenized, labels, column_map, heads, start, prefix = (plan.tokenized, plan.labels, plan.column_map, plan.heads,
+                                                          plan.start, plan.prefix)
     for item in tqdm(tokenized, disable=not progress, desc=f"AtP {site}", unit="pair"):
         clean, ld_clean, grad = _site_pass(lm, sites, site, item.ids, prefix, True, item.answer)
         cf, ld_cf, _ = _site_pass(lm, sites, site, item.cf_ids, prefix, False, item.answer)
         accumulator.add(_estimates(item, sites, heads, labels, column_map, start, clean, cf, grad, ld_clean, ld_cf,
                                    accumulator.pairs.shape))
-    return accumulator.grid(info={"site": site, "method": "atp", "pairs": len(tokenized), "dropped": dropped})
+    return accumulator.grid(info={"site": site, "method": "atp", "pairs": len(tokenized), "dropped": plan.dropped})
 
 
 def _estimates(item: TokenizedPair, sites: SiteMap, heads, labels, column_map, start, clean, cf, grad,

@@ -10,6 +10,7 @@ file, and the chunk is dropped, so memory does not grow with the number of pairs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable, Collection, Sequence
@@ -50,6 +51,48 @@ def grid_columns(tokenized: Sequence[TokenizedPair], mode: str) -> tuple[str, li
     raise ModelError(f"columns must be 'roles' or 'positions', got {mode!r}")
 
 
+@dataclasses.dataclass
+class GridPlan:
+    """What every grid method needs before its first forward: tokens, axes, the shared prefix."""
+
+    tokenized: list[TokenizedPair]
+    dropped: list[str]
+    axis: str  # "role" or "position"
+    labels: list
+    column_map: ColumnMap
+    layers: list[int]
+    heads: list[int] | None
+    start: int  # shared prefix length
+    prefix: SharedPrefix | None
+
+    def accumulator(self, metrics: Sequence[str]) -> GridAccumulator:
+        axes = ("layer", self.axis) + (("head",) if self.heads else ())
+        labels = {"layer": self.layers, self.axis: self.labels, **({"head": self.heads} if self.heads else {})}
+        accumulator = GridAccumulator(axes, labels, metrics)
+        first = self.column_map(self.tokenized[0])
+        accumulator.token_labels = [self.tokenized[0].tokens[first[c]] if c in first else "" for c in self.labels]
+        return accumulator
+
+
+def plan_grid(lm: LoadedModel, pairs: Sequence[CounterfactualPair], *, site: str, shots: Sequence[Program],
+              template: str, columns: str, layers: Sequence[int] | None = None) -> GridPlan:
+    """Check the request, tokenize the pairs, and compute the shared prefix's cache once."""
+    if site not in SITES:
+        raise ModelError(f"unknown site {site!r}; known sites: {', '.join(SITES)}")
+    sites = SiteMap.of(lm.model, lm.family)
+    layers = list(range(sites.n_layers)) if layers is None else list(layers)
+    if not layers or min(layers) < 0 or max(layers) >= sites.n_layers:
+        raise ModelError(f"layers must lie in 0..{sites.n_layers - 1}, got {layers}")
+    tokenized, dropped = tokenize_pairs(lm, pairs, shots, template)
+    if not tokenized:
+        raise ModelError("no pair is left to patch" + (f" ({dropped[0]})" if dropped else ""))
+    axis, labels, column_map = grid_columns(tokenized, columns)
+    start = shared_prefix_length(tokenized)
+    prefix = SharedPrefix(lm.model, tokenized[0].ids[:start]) if start else None
+    heads = list(range(sites.n_heads)) if site == "head" else None
+    return GridPlan(tokenized, dropped, axis, labels, column_map, layers, heads, start, prefix)
+
+
 def patch_grid(
     lm: LoadedModel,
     pairs: Sequence[CounterfactualPair],
@@ -71,25 +114,10 @@ def patch_grid(
     """
     from tqdm.auto import tqdm
 
-    if site not in SITES:
-        raise ModelError(f"unknown site {site!r}; known sites: {', '.join(SITES)}")
-    sites = SiteMap.of(lm.model, lm.family)
-    layers = list(range(sites.n_layers)) if layers is None else list(layers)
-    if not layers or min(layers) < 0 or max(layers) >= sites.n_layers:
-        raise ModelError(f"layers must lie in 0..{sites.n_layers - 1}, got {layers}")
-    tokenized, dropped = tokenize_pairs(lm, pairs, shots, template)
-    if not tokenized:
-        raise ModelError("no pair is left to patch" + (f" ({dropped[0]})" if dropped else ""))
-    axis, labels, column_map = grid_columns(tokenized, columns)
-    heads = list(range(sites.n_heads)) if site == "head" else None
-    axes = ("layer", axis) + (("head",) if heads else ())
-    axis_labels = {"layer": layers, axis: labels, **({"head": heads} if heads else {})}
-    accumulator = GridAccumulator(axes, axis_labels, METRICS)
-    first_columns = column_map(tokenized[0])
-    accumulator.token_labels = [tokenized[0].tokens[first_columns[c]] if c in first_columns else "" for c in labels]
-
-    start = shared_prefix_length(tokenized)
-    prefix = SharedPrefix(lm.model, tokenized[0].ids[:start]) if start else None
+    plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns, layers=layers)
+    tokenized, labels, column_map, layers, heads = plan.tokenized, plan.labels, plan.column_map, plan.layers, plan.heads
+    accumulator = plan.accumulator(METRICS)
+    start, prefix = plan.start, plan.prefix
     bar = tqdm(total=len(tokenized), disable=not progress, desc=f"patching {site}", unit="pair")
     n_cells = 0
     for at in range(0, len(tokenized), pairs_per_chunk):
@@ -117,7 +145,7 @@ def patch_grid(
                 _append(stream_path, pair, values)
         bar.update(len(chunk))
     bar.close()
-    return accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": dropped,
+    return accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
                                   "patched_cells": n_cells, "shared_prefix_tokens": start})
 
 

@@ -32,4 +32,5 @@ __all__ = [
     "render_binding",
     "render_chat",
     "task_names",
+    "template_names",
 ]
