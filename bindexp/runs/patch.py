@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from bindexp.tasks.prompts import get_template
 from bindexp.tasks.registry import DIGITS, make_programs
 
 PAIRS_FILE = "pairs.jsonl"
+MAX_DRAW_FACTOR = 64  # with only_correct, look at up to this many candidate pairs per pair wanted
 HEATMAP_FILE = "heatmap.png"
 HEADLINE_METRIC = {"exact": "normalized_effect", "atp": "normalized_effect", "knockout": "p_drop"}
 
@@ -68,10 +70,13 @@ def select_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program])
         answers = [answer for pair in pairs for answer in pair.answers]
         scores = score_candidates(lm, prompts, answers, DIGITS, batch_size=settings.batch_size)
         kept = [pair for k, pair in enumerate(pairs) if scores[2 * k].correct and scores[2 * k + 1].correct]
-        if len(kept) >= wanted or drawn >= 16 * wanted:
+        if len(kept) >= wanted or drawn >= MAX_DRAW_FACTOR * wanted:
             if not kept:
                 raise ModelError(f"the model answers none of {drawn} pairs correctly on both sides; "
                                  "use only_correct=False or an easier setting")
+            if len(kept) < wanted:
+                print(f"warning: only {len(kept)} of {drawn} pairs are answered correctly on both sides; "
+                      f"patching those instead of {wanted}", file=sys.stderr)
             return kept[:wanted], drawn
         drawn *= 2
 
