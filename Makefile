@@ -1,12 +1,13 @@
 # One command per job; each does its own set-up on a fresh machine.
 #   make demo   - evaluate the bundled SmolLM2-135M on binding programs (offline W&B run)
 #   make test   - the fast test suite (tiny random models)
+#   make sweep-smoke - a 4-run sweep of the bundled model with no W&B server, then its comparison
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-bindexp
 
-.PHONY: install demo test test-slow test-gpu bench-eval examples clean
+.PHONY: install demo test test-slow test-gpu bench-eval bench-patch examples sweep-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,13 @@ examples: $(STAMP)
 
 bench-eval: $(STAMP)
 	$(PY) scripts/bench_eval.py
+
+bench-patch: $(STAMP)
+	$(PY) scripts/bench_patch.py
+
+sweep-smoke: $(STAMP)
+	$(PY) scripts/sweep_local.py sweeps/smoke.yaml
+	$(PY) scripts/compare.py --group=smoke-cpu
 
 clean:
 	rm -rf $(VENV) outputs wandb .pytest_cache

@@ -86,3 +86,22 @@ def test_bad_patch_settings_exit_with_one_line(tmp_path, argv, fragment):
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0]
+
+
+def test_patch_run_uses_a_robust_programs_file(tmp_path):
+    from bindexp.runs.robust import RobustSettings, find_robust, load_robust_programs
+
+    robust = RobustSettings(models=["tiny-random-llama"], out=str(tmp_path / "robust.jsonl"), hops=[2], seq_len=[5],
+                            num_programs=40, shots=1, wandb_mode="disabled", output_dir=str(tmp_path), progress=False)
+    find_robust(robust)
+    originals = load_robust_programs(tmp_path / "robust.jsonl", hops=2, seq_len=5)
+    assert originals, "the tiny model answers some programs right"
+    settings = PatchSettings(model="tiny-random-llama", seq_len=5, hops=2, shots=1, num_programs=3, only_correct=False,
+                             programs_file=str(tmp_path / "robust.jsonl"), wandb_mode="disabled",
+                             output_dir=str(tmp_path), progress=False)
+    outcome = run_patch(settings)
+    texts = {p.text for p in originals}
+    assert outcome.pairs and all(pair.original.text in texts for pair in outcome.pairs)
+    missing = settings.model_copy(update={"programs_file": str(tmp_path / "nope.jsonl")})
+    with pytest.raises(Exception, match="does not exist"):
+        run_patch(missing)

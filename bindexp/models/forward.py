@@ -15,6 +15,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from transformers import DynamicCache
 
+from bindexp.models.loading import ModelError
+
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
@@ -91,10 +93,10 @@ def batches(
 
 
 def batch_forward(model: Any, batch: Batch, prefix: SharedPrefix | None, **kwargs: Any):
-    """Run one batch after the shared prefix; only the final position's logits are computed."""
+    """Run one batch after the shared prefix; only each row's final position gets logits."""
     start = prefix.length if prefix else 0
     positions = torch.arange(start, start + batch.input_ids.shape[1], device=batch.input_ids.device)
-    return model(
+    out = model(
         input_ids=batch.input_ids,
         position_ids=positions.expand(batch.input_ids.shape[0], -1),
         past_key_values=prefix.cache_for(batch.input_ids.shape[0]) if prefix else None,
@@ -102,6 +104,10 @@ def batch_forward(model: Any, batch: Batch, prefix: SharedPrefix | None, **kwarg
         logits_to_keep=batch.last[:, None],
         **kwargs,
     )
+    if out.logits.shape[:2] != (batch.input_ids.shape[0], 1):  # per-row positions arrived in transformers 5.23
+        raise ModelError(f"this transformers version ignores per-row logits_to_keep (logits {tuple(out.logits.shape)});"
+                         " install the pinned transformers==5.23.0")
+    return out
 
 
 def pad_id_of(tokenizer: Any) -> int:

@@ -21,13 +21,15 @@ from typing import Any, Literal
 
 import torch
 
+from bindexp.errors import BindexpError
+
 Quantization = Literal["4bit", "8bit"]
 BUNDLED = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen3")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelError(ValueError):
+class ModelError(BindexpError):
     """A model that cannot be loaded as asked. The message is one line, fit for a CLI."""
 
 

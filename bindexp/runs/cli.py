@@ -1,13 +1,15 @@
-"""Command-line entry points share this: parse settings, run, turn known failures into one line."""
+"""Command-line entry points share this: parse settings, run, turn known failures into one line.
+
+Imports no torch, so sweep, compare and agent scripts start fast.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Callable, Sequence, TypeVar
 
-from bindexp.models.loading import ModelError
-from bindexp.runs.settings import SettingsParseError, parse_settings
-from bindexp.tasks.program import TaskError
+from bindexp.errors import BindexpError
+from bindexp.runs.settings import parse_settings
 
 S = TypeVar("S")
 
@@ -15,25 +17,24 @@ EXIT_BAD_INPUT = 2
 EXIT_OUT_OF_MEMORY = 3
 
 
-def run_cli(settings_cls: type[S], runner: Callable[[S], object], argv: Sequence[str] | None) -> int:
-    """Parse `argv` into `settings_cls`, call `runner`; return the process exit code."""
+class InputError(BindexpError):
+    """Bad input found after the settings parsed (a sweep file, an empty set of runs)."""
+
+
+def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequence[str] | None) -> int:
+    """Parse `argv` into `settings_cls` and call `runner`; return the exit status: the runner's
+    own (None counts as 0), 2 for a BindexpError, 3 for running out of memory."""
     try:
-        settings = parse_settings(settings_cls, argv)
-    except SettingsParseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        runner(settings)
-    except (TaskError, ModelError) as err:
+        return runner(parse_settings(settings_cls, argv)) or 0
+    except BindexpError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:
         print("error: out of memory; lower --batch_size or use a smaller model", file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
-    except RuntimeError as err:
+    except RuntimeError as err:  # torch.cuda.OutOfMemoryError is a RuntimeError
         if "out of memory" not in str(err).lower():
             raise
         print("error: CUDA out of memory; lower --batch_size, use --quantization=4bit or a smaller model",
               file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
-    return 0

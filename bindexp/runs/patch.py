@@ -24,8 +24,9 @@ from bindexp.models.loading import LoadedModel, ModelError, check_model_name
 from bindexp.models.scoring import score_candidates
 from bindexp.runs.settings import PatchSettings
 from bindexp.runs.tracking import Tracker
-from bindexp.tasks.counterfactuals import CounterfactualPair, make_pairs
-from bindexp.tasks.program import Program
+from bindexp.runs.robust import load_robust_programs
+from bindexp.tasks.counterfactuals import CounterfactualPair, make_counterfactual, make_pairs
+from bindexp.tasks.program import Program, TaskError, derive_rng
 from bindexp.tasks.prompts import get_template
 from bindexp.tasks.registry import DIGITS, make_programs
 
@@ -50,11 +51,26 @@ def patch_shots(settings: PatchSettings) -> list[Program]:
 
 
 def candidate_pairs(settings: PatchSettings, n: int, shots: list[Program]) -> list[CounterfactualPair]:
-    """Seeded pairs passing the model-free filters (the sanity gate; systematic programs)."""
-    options = {**settings.task_options(), "hops": settings.hops}
+    """Seeded pairs passing the model-free filters (the sanity gate; systematic programs).
+    With `programs_file`, the originals are that file's programs, in order (at most n pairs)."""
     keep = (lambda p: not p.original.meta["heuristic"]) if settings.systematic_only else None
-    return make_pairs(settings.counterfactual, n, settings.seq_len, settings.seed,
-                      exclude={s.text for s in shots}, keep=keep, **options)
+    if settings.programs_file is None:
+        options = {**settings.task_options(), "hops": settings.hops}
+        return make_pairs(settings.counterfactual, n, settings.seq_len, settings.seed,
+                          exclude={s.text for s in shots}, keep=keep, **options)
+    if not Path(settings.programs_file).exists():
+        raise TaskError(f"programs_file {settings.programs_file} does not exist")
+    programs = load_robust_programs(settings.programs_file, hops=settings.hops, seq_len=settings.seq_len)
+    pairs = []
+    for index, program in enumerate(programs):
+        rng = derive_rng("counterfactual", settings.counterfactual, settings.seed, "file", index)
+        pair = make_counterfactual(program, settings.counterfactual, rng)
+        if pair is not None and (keep is None or keep(pair)):
+            pairs.append(pair)
+    if not pairs:
+        raise TaskError(f"{settings.programs_file} has no usable program at hops={settings.hops}, "
+                        f"seq_len={settings.seq_len} for {settings.counterfactual} counterfactuals")
+    return pairs[:n]
 
 
 def select_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program]) -> tuple[list[CounterfactualPair], int]:
@@ -70,7 +86,8 @@ def select_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program])
         answers = [answer for pair in pairs for answer in pair.answers]
         scores = score_candidates(lm, prompts, answers, DIGITS, batch_size=settings.batch_size)
         kept = [pair for k, pair in enumerate(pairs) if scores[2 * k].correct and scores[2 * k + 1].correct]
-        if len(kept) >= wanted or drawn >= MAX_DRAW_FACTOR * wanted:
+        exhausted = settings.programs_file is not None and len(pairs) < drawn
+        if len(kept) >= wanted or drawn >= MAX_DRAW_FACTOR * wanted or exhausted:
             if not kept:
                 raise ModelError(f"the model answers none of {drawn} pairs correctly on both sides; "
                                  "use only_correct=False or an easier setting")

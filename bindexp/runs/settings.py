@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Sequence, TypeVar
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 
+from bindexp.errors import BindexpError
 from bindexp.tasks.binding import MAX_HOPS
 
 
@@ -26,7 +27,13 @@ def _plain_strings(value: Any) -> Any:
     return value
 
 
+def _none_list(value: Any) -> Any:
+    """`--layers=None` reaches a list field as [None]: it means no list at all."""
+    return None if value in ("None", [None], ["None"]) else value
+
+
 StrList = Annotated[list[str], BeforeValidator(_plain_strings)]
+OptionalIntList = Annotated[list[int] | None, BeforeValidator(_none_list)]
 WandbMode = Literal["online", "offline", "disabled"]
 
 
@@ -143,8 +150,9 @@ class PatchSettings(ProgramSettings):
     counterfactual: CounterfactualKind = "root_value"
     positions: Literal["roles", "all"] = Field("roles", description="grid columns: token roles or every program token")
     pairs_per_chunk: int = Field(8, ge=1, description="pairs held in memory at once")
-    layers: list[int] | None = Field(None, description="None: every layer")
+    layers: OptionalIntList = Field(None, description="None: every layer")
     only_correct: bool = Field(True, description="keep pairs the model answers right on both sides")
+    programs_file: str | None = Field(None, description="originals from scripts/find_robust.py instead of new draws")
     verify_top_k: int = Field(0, ge=0, description="atp: check the k largest cells by exact patching")
     knockout_destination: Literal["final", "query_var"] = Field("final", description="knockout: the attending token")
     knockout_window: int = Field(1, ge=1, description="knockout: consecutive layers blocked together")
@@ -153,7 +161,7 @@ class PatchSettings(ProgramSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
-class SettingsParseError(ValueError):
+class SettingsParseError(BindexpError):
     """Bad command-line arguments, as one line."""
 
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from pydantic_settings import BaseSettings
 
-from bindexp.runs.entry import InputError
+from bindexp.runs.cli import InputError
 from bindexp.runs.settings import EvalSettings, PatchSettings
 
 # What the agent runs when a sweep has no `command` (wandb's own default).

@@ -10,11 +10,13 @@ import hashlib
 import random
 from typing import Any
 
+from bindexp.errors import BindexpError
+
 Answer = int | bool
 Span = tuple[int, int]  # character offsets [start, end) into `Program.text`
 
 
-class TaskError(ValueError):
+class TaskError(BindexpError):
     """An impossible or malformed task request. The message is one line, fit for a CLI."""
 
 

@@ -1,0 +1,7 @@
+"""The one base class for mistakes a user can fix: bad settings, impossible tasks, unloadable
+models, bad sweep files. Runners print such an error as one `error:` line and exit with status 2;
+anything else is a bug and keeps its traceback. No imports: every layer may use it."""
+
+
+class BindexpError(ValueError):
+    """A request bindexp cannot satisfy, explained in one line."""

@@ -1,0 +1,405 @@
+"""Compare runs: a tidy table of accuracy, aggregated over seeds, plus averaged patching grids.
+
+    python scripts/compare.py --group=smoke-cpu                      # offline runs on this disk
+    python scripts/compare.py --source=api --sweep=abc123 --entity=me  # a W&B server
+
+After gathering (`bindexp.runs.records`: the W&B API or local run folders, same RunRecord shape)
+everything is one code path: `tidy_table` (one row per run x hops x seq_len, from each run's
+results.jsonl, else its summary), `aggregate` (mean over runs with a 95% interval, and the pooled
+Wilson interval), CSV + markdown + plots, and `average_grids` for patch runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bindexp.runs.cli import InputError
+from bindexp.runs.records import RunFilter, RunRecord, api_records, local_records, usable
+from bindexp.runs.settings import StrList, WandbMode
+from bindexp.stats import mean_interval, moment_interval, wilson_interval
+
+RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"
+GRID_FILE, GRID_SIDECAR = "grid.safetensors", "grid.json"
+DEFAULT_BY = ["model", "hops", "seq_len"]
+RUN_COLUMNS = ["run_id", "run_name", "group", "sweep"]
+CONFIG_COLUMNS = ["model", "task", "seed", "shots", "template", "systematic_only"]
+CELL_COLUMNS = ["hops", "seq_len", "n", "correct", "accuracy", "ci_low", "ci_high"]
+GRID_KEY = ["model", "hops", "site", "method", "counterfactual"]
+
+
+class CompareSettings(BaseSettings):
+    """`scripts/compare.py`: gather runs, tabulate and aggregate them."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BINDEXP_", cli_parse_none_str="None", cli_exit_on_error=False, extra="forbid"
+    )
+
+    source: Literal["local", "api"] = Field("local", description="local run folders, or the W&B API (a server)")
+    runs_dir: str | None = Field(None, description="local: folder of runs (default $WANDB_DIR/wandb, else ./wandb)")
+    entity: str | None = Field(None, description="api: W&B entity (default: your default entity)")
+    project: str = "bindexp"
+    sweep: str | None = Field(None, description="only runs of this sweep id")
+    group: str | None = Field(None, description="only runs of this group (a local sweep's name)")
+    tags: StrList = Field([], description="only runs with any of these tags")
+    job_type: str | None = Field(None, description="only eval or patch runs")
+    per_page: int = Field(100, ge=1, description="api: runs per request")
+    by: StrList = Field(DEFAULT_BY, description="columns the aggregate table groups by")
+    out: str | None = Field(None, description="output folder (default outputs/compare/<sweep|group|...>)")
+    log_wandb: bool = Field(False, description="log the tables and plots back as a W&B run (job_type compare)")
+    wandb_mode: WandbMode | None = Field(None, description="for --log_wandb: None means online with a key")
+    run_name: str | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        label = self.sweep or self.group or "-".join(self.tags) or self.job_type or "all"
+        return Path("outputs") / "compare" / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+
+    @property
+    def output_dir(self) -> str:  # what Tracker writes to when W&B is disabled
+        return str(self.out_dir)
+
+    def where(self) -> RunFilter:
+        return RunFilter(self.sweep, self.group, tuple(self.tags), self.job_type)
+
+
+@dataclasses.dataclass
+class AveragedGrid:
+    key: dict[str, Any]  # model, hops, site, method, counterfactual
+    grid: Any  # bindexp.interventions.grid.Grid: per cell, the mean over runs with its 95% interval
+    run_ids: list[str]
+    name: str  # folder name: the key's values (+ "-layout2" ... when one key has grids of several layouts)
+
+
+@dataclasses.dataclass
+class CompareOutcome:
+    tidy: pd.DataFrame
+    aggregate: pd.DataFrame
+    grids: list[AveragedGrid]
+    skipped: list[tuple[RunRecord, str]]
+    out_dir: Path
+    files: list[Path]
+
+
+# ---------------------------------------------------------------- gathering
+
+
+def gather(settings: CompareSettings) -> list[RunRecord]:
+    """Every run the settings select, from the chosen source."""
+    if settings.source == "api":
+        path = f"{settings.entity}/{settings.project}" if settings.entity else settings.project
+        return api_records(path, settings.where(), per_page=settings.per_page,
+                           cache_dir=settings.out_dir / "downloads")
+    runs_dir = Path(settings.runs_dir) if settings.runs_dir else default_runs_dir()
+    if not runs_dir.is_dir():
+        raise InputError(f"no runs folder {runs_dir} (set --runs_dir or WANDB_DIR)")
+    return local_records(runs_dir, settings.where())
+
+
+def default_runs_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("WANDB_DIR") or ".") / "wandb"
+
+
+# ---------------------------------------------------------------- eval runs
+
+
+def run_cells(record: RunRecord) -> pd.DataFrame:
+    """One row per (hops, seq_len) of a run: n, correct. From results.jsonl, else the summary."""
+    path = record.local_file(RESULTS_FILE)
+    if path is None and not _summary_suffices(record):
+        path = record.file(RESULTS_FILE)
+    if path is not None:
+        results = pd.read_json(path, lines=True, dtype={"hops": "Int64", "seq_len": "Int64"})
+        if "hops" not in results:
+            results["hops"] = pd.NA
+        cells = (results.assign(correct=results["correct"].astype(int))
+                 .groupby(["hops", "seq_len"], dropna=False)["correct"].agg(["size", "sum"]).reset_index())
+        return cells.rename(columns={"size": "n", "sum": "correct"})
+    return _cells_from_summary(record)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]
+
+
+def _summary_suffices(record: RunRecord) -> bool:
+    """The summary gives every cell when the run covers one seq_len or one hops value."""
+    hops, lengths = _as_list(record.config.get("hops")), _as_list(record.config.get("seq_len"))
+    by_hops, by_len = record.summary.get("by_hops"), record.summary.get("by_seq_len")
+    return (len(lengths) == 1 and (bool(by_hops) or "accuracy" in record.summary)) or (
+        len(hops) == 1 and bool(by_len))
+
+
+def _cells_from_summary(record: RunRecord) -> pd.DataFrame:
+    hops, lengths = _as_list(record.config.get("hops")), _as_list(record.config.get("seq_len"))
+    summary = record.summary
+    rows = []
+    if len(lengths) == 1 and summary.get("by_hops"):
+        for key, cell in summary["by_hops"].items():
+            rows.append((int(key), int(lengths[0]), cell["n"], cell["accuracy"]))
+    elif len(lengths) == 1 and "accuracy" in summary:  # a task without hops
+        rows.append((pd.NA, int(lengths[0]), summary["n_programs"], summary["accuracy"]))
+    elif len(hops) == 1 and summary.get("by_seq_len"):
+        for key, cell in summary["by_seq_len"].items():
+            rows.append((int(hops[0]), int(key), cell["n"], cell["accuracy"]))
+    else:
+        raise InputError(f"run {record.run_id}: no results.jsonl and its summary does not split hops x seq_len")
+    return pd.DataFrame(
+        [{"hops": h, "seq_len": s, "n": int(n), "correct": int(round(acc * n))} for h, s, n, acc in rows]
+    ).astype({"hops": "Int64", "seq_len": "Int64"})
+
+
+def tidy_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per (run, hops, seq_len) of eval runs, with the run's settings and a Wilson interval."""
+    frames = []
+    for record in records:
+        if record.job_type not in (None, "eval") or "accuracy" not in record.summary:
+            continue
+        cells = run_cells(record)
+        run_info = {"run_id": record.run_id, "run_name": record.name, "group": record.group, "sweep": record.sweep}
+        for column in CONFIG_COLUMNS:
+            run_info[column] = record.config.get(column)
+        frames.append(cells.assign(**run_info))
+    columns = [*RUN_COLUMNS, *CONFIG_COLUMNS, *CELL_COLUMNS]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    tidy = pd.concat(frames, ignore_index=True)
+    tidy["accuracy"] = tidy["correct"] / tidy["n"]
+    bounds = [wilson_interval(int(c), int(n)) for c, n in zip(tidy["correct"], tidy["n"])]
+    tidy["ci_low"], tidy["ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    tidy = tidy.astype({"hops": "Int64", "seq_len": "Int64", "n": int, "correct": int})
+    return tidy[columns].sort_values(["model", "hops", "seq_len", "seed", "run_id"], ignore_index=True)
+
+
+def aggregate(tidy: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
+    """Accuracy per group of `by`: the mean over runs with its 95% interval (`bindexp.stats.mean_interval`,
+    clipped to [0, 1]; nan with one run), and the pooled accuracy over all programs with its Wilson
+    interval. A run's accuracy in a group is its correct / n over the group's cells."""
+    by = list(by)
+    unknown = [c for c in by if c not in tidy.columns]
+    if unknown:
+        raise InputError(f"cannot group by {unknown[0]!r}; columns are {', '.join(tidy.columns)}")
+    columns = [*by, "runs", "n", "accuracy", "ci_low", "ci_high", "pooled_accuracy", "pooled_ci_low", "pooled_ci_high"]
+    if tidy.empty:
+        return pd.DataFrame(columns=columns)
+    per_run = tidy.groupby([*by, "run_id"], dropna=False)[["n", "correct"]].sum().reset_index()
+    per_run["accuracy"] = per_run["correct"] / per_run["n"]
+    rows = []
+    for key, group in per_run.groupby(by, dropna=False, sort=True):
+        mean, low, high = mean_interval(group["accuracy"].tolist())
+        low, high = float(np.clip(low, 0, 1)), float(np.clip(high, 0, 1))  # stays in [0, 1]; nan stays nan
+        n, correct = int(group["n"].sum()), int(group["correct"].sum())
+        pooled_low, pooled_high = wilson_interval(correct, n)
+        rows.append({**dict(zip(by, key)), "runs": len(group), "n": n, "accuracy": mean, "ci_low": low,
+                     "ci_high": high, "pooled_accuracy": correct / n, "pooled_ci_low": pooled_low,
+                     "pooled_ci_high": pooled_high})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def markdown_table(table: pd.DataFrame, by: Sequence[str]) -> str:
+    """The aggregate as a markdown table: mean [95% CI over runs], pooled [Wilson 95% CI]."""
+    head = [*by, "runs", "n", "accuracy", "95% CI (runs)", "pooled", "95% CI (programs)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in table.to_dict("records"):
+        cells = [_text(row[c]) for c in by] + [str(row["runs"]), str(row["n"]), f"{row['accuracy']:.3f}",
+                                               _interval(row["ci_low"], row["ci_high"]),
+                                               f"{row['pooled_accuracy']:.3f}",
+                                               _interval(row["pooled_ci_low"], row["pooled_ci_high"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _text(value: Any) -> str:
+    return "–" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _interval(low: float, high: float) -> str:
+    return "–" if low is None or math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+
+
+def accuracy_plots(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Accuracy against seq_len: one panel per model (a line per hops), one panel per hops (a line per model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for panel, line in (("model", "hops"), ("hops", "model")):
+        panels = list(pd.unique(table[panel]))
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.3), squeeze=False, sharey=True)
+        for ax, value in zip(axes[0], panels):
+            part = table[_equal(table[panel], value)]
+            for label, series in part.groupby(line, dropna=False, sort=True):
+                series = series.sort_values("seq_len")
+                low = series["ci_low"].where(series["ci_low"].notna(), series["pooled_ci_low"])
+                high = series["ci_high"].where(series["ci_high"].notna(), series["pooled_ci_high"])
+                ax.errorbar(series["seq_len"].astype(float), series["accuracy"],
+                            yerr=[series["accuracy"] - low, high - series["accuracy"]],
+                            marker="o", capsize=3, label=f"{line}={_text(label[0] if isinstance(label, tuple) else label)}")
+            ax.set(title=f"{panel}={_text(value)}", xlabel="seq_len", ylim=(-0.02, 1.02))
+            ax.set_xticks(sorted(float(v) for v in part["seq_len"].dropna().unique()))
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("accuracy (mean over runs, 95% CI)")
+        fig.tight_layout()
+        path = out_dir / f"accuracy_by_{panel}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _equal(column: pd.Series, value: Any) -> pd.Series:
+    return column.isna() if value is None or (not isinstance(value, str) and pd.isna(value)) else column == value
+
+
+# ---------------------------------------------------------------- patch runs
+
+
+def load_grid(record: RunRecord) -> Any:
+    """A patch run's grid (grid.safetensors + grid.json, downloaded first for API runs), or None."""
+    from bindexp.interventions.grid import Grid
+
+    sidecar, arrays = record.file(GRID_SIDECAR), record.file(GRID_FILE)
+    if sidecar is None or arrays is None or sidecar.parent != arrays.parent:
+        return None
+    return Grid.load(sidecar.parent)
+
+
+def _signature(grid: Any) -> str:
+    shapes = {metric: list(values.shape) for metric, values in sorted(grid.mean.items())}
+    return json.dumps([list(grid.axes), grid.labels, shapes], sort_keys=True, default=str)
+
+
+def average_grids(records: Sequence[RunRecord]) -> tuple[list[AveragedGrid], list[str]]:
+    """Per model x hops (x site, method, counterfactual): each metric's mean over runs, cell by cell,
+    with its 95% interval over runs (`bindexp.stats.moment_interval`); a cell missing (nan) in a run
+    is averaged over the runs that have it. Only grids whose axes, labels and shapes match are
+    averaged together; others form their own set, with a warning. Returns (averages, warnings)."""
+    from bindexp.interventions.grid import Grid
+
+    groups: dict[tuple[str, str], list[tuple[RunRecord, Any]]] = {}
+    for record in records:
+        if record.job_type not in (None, "patch"):
+            continue
+        grid = load_grid(record)
+        if grid is None:
+            continue
+        key = {k: record.config.get(k) for k in GRID_KEY}  # W&B config, or grid.json's settings
+        groups.setdefault((json.dumps(key, sort_keys=True, default=str), _signature(grid)), []).append((record, grid))
+    sets_per_key: dict[str, int] = {}
+    for key_json, _ in groups:
+        sets_per_key[key_json] = sets_per_key.get(key_json, 0) + 1
+    warnings = [f"grids of {k} differ in axes, labels or shape: averaged in {n} separate sets"
+                for k, n in sets_per_key.items() if n > 1]
+    averaged, seen = [], {}
+    for (key_json, _), members in sorted(groups.items()):
+        first = members[0][1]
+        mean, low, high, count = {}, {}, {}, None
+        for metric in first.metrics:
+            stack = np.stack([g.mean[metric] for _, g in members]).astype(np.float64)
+            finite = np.isfinite(stack)
+            count = finite.sum(axis=0)
+            values = np.where(finite, stack, 0.0)
+            mean[metric], low[metric], high[metric] = moment_interval(values.sum(axis=0), (values**2).sum(axis=0), count)
+        run_ids = [r.run_id for r, _ in members]
+        grid = Grid(axes=tuple(first.axes), labels=first.labels, mean=mean, ci_low=low, ci_high=high,
+                    n=np.asarray(count), info={"runs": run_ids, "n_is": "runs per cell"})
+        loaded = json.loads(key_json)
+        key = {k: loaded[k] for k in GRID_KEY}
+        seen[key_json] = seen.get(key_json, 0) + 1
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(str(v) for v in key.values()))
+        name += f"-layout{seen[key_json]}" if sets_per_key[key_json] > 1 else ""
+        averaged.append(AveragedGrid(key, grid, run_ids, name))
+    return averaged, warnings
+
+
+def grid_cells(averaged: AveragedGrid) -> pd.DataFrame:
+    """The averaged grid in long format (one row per cell: labels, runs, mean and interval per metric)."""
+    frame = averaged.grid.to_frame().rename(columns={"n": "runs"})
+    return frame.assign(**averaged.key)[[*averaged.key, *frame.columns]]
+
+
+def write_grid(averaged: AveragedGrid, folder: Path) -> list[Path]:
+    """The averaged grid in the runs' own format (<folder>/<key>/grid.safetensors + grid.json, which
+    `Grid.load` reads) and a heatmap of its first metric."""
+    target = folder / averaged.name
+    arrays_path, sidecar_path = averaged.grid.save(target, {**averaged.key, "runs": averaged.run_ids})
+    metric = averaged.grid.metrics[0]
+    figure = averaged.grid.plot(metric, title=f"{averaged.name}: mean of {len(averaged.run_ids)} runs")
+    figure.savefig(target / "heatmap.png", dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return [arrays_path, sidecar_path, target / "heatmap.png"]
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def run_compare(settings: CompareSettings, records: Sequence[RunRecord] | None = None) -> CompareOutcome:
+    """Gather (unless `records` are given), tabulate, aggregate, write, and optionally log to W&B."""
+    gathered = list(records) if records is not None else gather(settings)
+    good, skipped = usable(gathered)
+    for record, why in skipped:
+        print(f"skipped run {record.run_id} ({record.name or '-'}): {why}", file=sys.stderr)
+    if not good:
+        raise InputError(f"no finished runs matched ({len(gathered)} gathered, {len(skipped)} unusable)")
+    out_dir = settings.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tidy = tidy_table(good)
+    table = aggregate(tidy, settings.by)
+    files = []
+    if not tidy.empty:
+        tidy.to_csv(out_dir / "tidy.csv", index=False)
+        table.to_csv(out_dir / "aggregate.csv", index=False)
+        (out_dir / "aggregate.md").write_text(markdown_table(table, settings.by))
+        files += [out_dir / "tidy.csv", out_dir / "aggregate.csv", out_dir / "aggregate.md"]
+        files += accuracy_plots(aggregate(tidy, DEFAULT_BY), out_dir)
+    grids, warnings = average_grids(good)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if grids:
+        for averaged in grids:
+            files += write_grid(averaged, out_dir / "patch")
+        pd.concat([grid_cells(g) for g in grids], ignore_index=True).to_csv(out_dir / "patch_cells.csv", index=False)
+        files.append(out_dir / "patch_cells.csv")
+    outcome = CompareOutcome(tidy, table, grids, skipped, out_dir, files)
+    if settings.log_wandb:
+        _log_to_wandb(settings, outcome)
+    return outcome
+
+
+def _log_to_wandb(settings: CompareSettings, outcome: CompareOutcome) -> None:
+    from bindexp.runs.tracking import Tracker
+
+    with Tracker(settings, "compare") as tracker:  # type: ignore[arg-type] - has every field Tracker reads
+        if not outcome.tidy.empty:
+            tracker.log_table("tidy", outcome.tidy.astype(object).where(outcome.tidy.notna(), None))
+            tracker.log_table("aggregate", outcome.aggregate.astype(object).where(outcome.aggregate.notna(), None))
+        if outcome.grids:
+            cells = pd.concat([grid_cells(g) for g in outcome.grids], ignore_index=True)
+            if len(cells) <= 200_000:
+                tracker.log_table("patch_cells", cells.astype(object).where(cells.notna(), None))
+        for path in outcome.files:
+            if path.suffix == ".png":
+                tracker.log_image(path.stem, path)
+        tracker.set_summary({"runs": int(outcome.tidy["run_id"].nunique()) if not outcome.tidy.empty else 0,
+                             "patch_groups": len(outcome.grids)})
+        tracker.log_artifact("compare", [p for p in outcome.files if p.is_file()], settings.model_dump(mode="json"))

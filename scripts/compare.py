@@ -1,0 +1,35 @@
+"""Compare runs: tidy accuracy table, mean +- 95% CI by model x hops x seq_len, plots, patch grids.
+
+    python scripts/compare.py --group=smoke-cpu                        # offline runs in ./wandb
+    python scripts/compare.py --runs_dir=/data/wandb --tags=[eval]      # another W&B folder
+    python scripts/compare.py --source=api --entity=me --sweep=abc123   # a W&B server
+    python scripts/compare.py --group=smoke-cpu --log_wandb=True        # also a W&B run (job_type compare)
+
+Writes tidy.csv, aggregate.csv, aggregate.md, accuracy_by_model.png, accuracy_by_hops.png and,
+for patch runs, patch/*.safetensors|json|png and patch_cells.csv under --out.
+"""
+
+from __future__ import annotations
+
+from bindexp.runs.compare import CompareOutcome, CompareSettings, markdown_table, run_compare
+from bindexp.runs.cli import run_cli
+
+
+def _run_and_print(settings: CompareSettings) -> int:
+    outcome: CompareOutcome = run_compare(settings)
+    runs = outcome.tidy["run_id"].nunique() if not outcome.tidy.empty else 0
+    print(f"{runs} eval runs, {len(outcome.grids)} averaged patch grids, {len(outcome.skipped)} runs left out")
+    if not outcome.tidy.empty:
+        print(markdown_table(outcome.aggregate, settings.by))
+    for averaged in outcome.grids:
+        print(f"patch grid {averaged.key}: mean of {len(averaged.run_ids)} runs")
+    print(f"written to {outcome.out_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(CompareSettings, _run_and_print, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
