@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from bindexp.interventions.attribution import attribution_grid
+from bindexp.interventions.attribution import attribution_grid, spearman
 from bindexp.interventions.grids import patch_grid
 from bindexp.interventions.pairs import tokenize_pairs
 from bindexp.models import load_model
@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed-up vs one forward per cell: {t_one / t_grid:.1f}x (target >= 3x)")
     print(f"AtP full grid ({lm.n_layers} layers x roles): {t_atp:.2f}s = "
           f"{t_atp / t_forward:.2f} forward-equivalents per pair (target <= 3)")
+    columns = [atp.labels["role"].index(r) for r in grid.labels["role"]]
+    atp_cells = atp.mean["normalized_effect"][layers][:, columns]
+    rho = spearman(atp_cells.ravel(), grid.mean["normalized_effect"].ravel())
+    print(f"AtP vs exact rank agreement over these cells (Spearman): {rho:.3f}")
     return 0 if worst < 1e-2 else 1
 
 

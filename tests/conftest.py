@@ -1,5 +1,6 @@
 import os
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ def _wandb_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    yield
+    if "wandb" in sys.modules:  # W&B reads its directories once per process: start afresh
+        sys.modules["wandb"].teardown()
 
 
 @pytest.fixture(scope="session")

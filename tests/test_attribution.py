@@ -49,3 +49,13 @@ def test_spearman_by_hand():
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1.0)
     assert np.isnan(spearman(np.array([1.0, np.nan]), np.array([1.0, 2.0])))
+
+
+def test_atp_is_exact_zero_before_the_edit_with_one_pair(tiny_llama):
+    # one pair: everything up to the edit is shared prefix, and must have no effect
+    (pair,) = make_pairs("root_value", 1, 6, 2, hops=2)
+    atp = attribution_grid(tiny_llama, [pair], site="resid_pre")
+    exact = patch_grid(tiny_llama, [pair], site="resid_pre")
+    before = atp.labels["role"].index("chain1_lhs")
+    assert np.allclose(atp.mean["normalized_effect"][:, before], 0.0)
+    assert np.allclose(exact.mean["normalized_effect"][:, before], 0.0)

@@ -366,3 +366,16 @@ def test_result_folders_written_with_wandb_disabled_are_compared_too(tmp_path):
     for row in outcome.aggregate.to_dict("records"):
         accuracies = [r[r["seq_len"] == row["seq_len"]]["correct"].mean() for r in results]
         assert row["runs"] == 2 and row["accuracy"] == pytest.approx(statistics.fmean(accuracies))
+
+
+def test_grids_differing_in_more_than_the_seed_are_not_averaged(tmp_path):
+    from bindexp.runs.compare import CompareSettings, run_compare
+
+    base = {"model": "m", "hops": 1, "site": "resid_pre", "method": "exact", "counterfactual": "root_value"}
+    _save_grid(tmp_path / "a", {**base, "seed": 0, "seq_len": 6}, [[0.0, 1.0], [0.5, 0.5]])
+    _save_grid(tmp_path / "b", {**base, "seed": 1, "seq_len": 6}, [[1.0, 0.0], [0.5, 0.5]])
+    _save_grid(tmp_path / "c", {**base, "seed": 0, "seq_len": 16}, [[0.2, 0.2], [0.2, 0.2]])
+    outcome = run_compare(CompareSettings(runs_dir=str(tmp_path), out=str(tmp_path / "cmp"), job_type="patch"))
+    runs = sorted(sorted(a.run_ids) for a in outcome.grids)
+    assert runs == [["a", "b"], ["c"]]
+    assert len({a.name for a in outcome.grids}) == 2

@@ -68,6 +68,8 @@ def test_patch_grid_on_cuda_matches_cpu():
 
 
 def test_attribution_and_knockout_run_in_bf16():
+    import numpy as np
+
     from bindexp.interventions.attribution import attribution_grid
     from bindexp.interventions.knockout import knockout_grid
     from bindexp.tasks.counterfactuals import make_pairs
@@ -77,3 +79,4 @@ def test_attribution_and_knockout_run_in_bf16():
     atp = attribution_grid(lm, pairs, site="resid_pre")
     knock = knockout_grid(lm, pairs, sources=["root_value", "query_var"])
     assert atp.n.max() == 2 and knock.n.max() == 2
+    assert np.isfinite(atp.mean["logit_diff"]).all() and np.isfinite(knock.mean["p_drop"]).all()

@@ -74,10 +74,13 @@ def test_grid_saves_and_loads_without_pickle(tiny_llama, pairs_and_shots, tmp_pa
 def test_metrics_by_hand():
     answer = AnswerTokens(original=2, counterfactual=5, candidates=(2, 5, 7))
     logits = torch.tensor([[0.0, 0, 3, 0, 0, 1, 0, 2], [0.0, 0, 1, 0, 0, 4, 0, 0]])
-    metrics = cell_metrics(logits, answer, ld_clean=-2.0, ld_cf=3.0)
+    clean = logits[0]  # LD_clean = 1 - 3 = -2
+    metrics = cell_metrics(logits, answer, clean, ld_cf=3.0)
     assert metrics["logit_diff"].tolist() == [-2.0, 3.0]
     assert metrics["normalized_effect"].tolist() == [0.0, 1.0]
     assert metrics["iia"].tolist() == [0.0, 1.0]
-    expected = torch.softmax(logits[0], -1)[2]
-    assert metrics["p_original"][0] == pytest.approx(float(expected))
-    assert torch.isnan(cell_metrics(logits, answer, ld_clean=1.0, ld_cf=1.0)["normalized_effect"]).all()
+    p_clean = float(torch.softmax(logits[0], -1)[2])
+    assert metrics["p_original"][0] == pytest.approx(p_clean)
+    assert metrics["p_original_change"][0] == pytest.approx(0.0, abs=1e-7)
+    assert metrics["p_original_change"][1] == pytest.approx(float(torch.softmax(logits[1], -1)[2]) - p_clean)
+    assert torch.isnan(cell_metrics(logits, answer, clean, ld_cf=-2.0)["normalized_effect"]).all()

@@ -45,3 +45,24 @@ def test_knockout_grid_counts_and_clean_accuracy(tiny_llama):
     assert grid.labels["layer"] == list(range(tiny_llama.n_layers - 1))
     assert (grid.n == 3).all()
     assert set(grid.metrics) == {"p_drop", "logit_drop", "accuracy"}
+
+
+def test_grid_values_match_direct_knockouts_and_eager_attention(tiny_llama):
+    from bindexp.models import load_model
+
+    pairs = make_pairs("root_value", 2, 6, 3, hops=2)
+    grid = knockout_grid(tiny_llama, pairs, sources=["root_value"])
+    tokenized, _ = tokenize_pairs(tiny_llama, pairs)
+    drops = []
+    for it in tokenized:
+        block = {2: [(it.roles["final"], it.roles["root_value"])]}
+        clean, knocked = knockout_logits(tiny_llama, it, [{}, block])
+        p = lambda logits: torch.softmax(logits, -1)[it.answer.original]  # noqa: E731
+        drops.append(float(p(clean) - p(knocked)))
+    assert grid.mean["p_drop"][2, 0] == pytest.approx(sum(drops) / len(drops), abs=1e-6)
+    eager = load_model("tiny-random-llama", device="cpu")
+    eager.model.set_attn_implementation("eager")
+    it = tokenized[0]
+    block = {1: [(it.roles["final"], it.roles["root_value"])]}
+    torch.testing.assert_close(knockout_logits(eager, it, [block]), knockout_logits(tiny_llama, it, [block]),
+                               atol=2e-5, rtol=0)

@@ -105,3 +105,24 @@ def test_patch_run_uses_a_robust_programs_file(tmp_path):
     missing = settings.model_copy(update={"programs_file": str(tmp_path / "nope.jsonl")})
     with pytest.raises(Exception, match="does not exist"):
         run_patch(missing)
+
+
+def test_control_counterfactual_moves_a_metric_at_its_edited_token(tmp_path):
+    settings = PatchSettings(model="tiny-random-llama", seq_len=6, num_programs=3, shots=0, hops=2,
+                             counterfactual="distractor_value", only_correct=False, wandb_mode="disabled",
+                             output_dir=str(tmp_path), progress=False)
+    outcome = run_patch(settings)
+    assert all(p.changed_at == p.original.spans["distractor1_value"][0] for p in outcome.pairs)
+    assert all(p.original.answer == p.counterfactual.answer for p in outcome.pairs)
+    column = outcome.grid.labels["role"].index("distractor1_value")
+    assert np.isfinite(outcome.grid.mean["p_original_change"][:, column]).all()
+    assert np.isnan(outcome.grid.mean["normalized_effect"]).all()  # the two answers are one token
+    assert outcome.summary["metric"] == "p_original_change" and outcome.summary["best_layer_by_column"]
+
+
+@pytest.mark.parametrize("argv", [["--layers=[0, 99]", "--method=atp"], ["--method=knockout", "--knockout_window=10"]])
+def test_out_of_range_layers_fail_before_any_run(tmp_path, argv):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "patch.py"), *TINY, "--wandb_mode=offline",
+                          *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "wandb").exists()

@@ -181,3 +181,15 @@ def test_programs_of_different_token_lengths_share_a_batch(tiny_llama):
         item = tokenized[cell.pair]
         expected = _hook_patch(tiny_llama, "resid_pre", 1, cell.positions[0], None, item.ids, item.cf_ids)
         torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
+
+
+def test_cells_before_the_edit_change_nothing(setup):
+    """The grid skips cells before the first differing token; computing them must agree."""
+    lm, tokenized, prefix = setup
+    prepared = prepare_pairs(lm, "resid_pre", tokenized, prefix)
+    cells = [Cell(i, layer, (item.roles["chain1_lhs"],)) for i, item in enumerate(tokenized)
+             if prefix.length <= item.roles["chain1_lhs"] < item.first_diff for layer in range(lm.n_layers)]
+    assert cells
+    got = patched_logits(lm, "resid_pre", prepared, cells)
+    expected = torch.stack([prepared[c.pair].clean_logits for c in cells])
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)

@@ -218,3 +218,13 @@ def test_bad_requests_raise(call):
         call()
     message = str(err.value)
     assert message and "\n" not in message
+
+
+def test_written_out_defaults_draw_the_same_programs():
+    from bindexp.tasks import BindingOptions
+
+    defaults = {f: getattr(BindingOptions(), f) for f in ("hops", "distractor_chains", "max_distractor_depth",
+                                                           "rebinding", "rebinding_prob", "spacing")}
+    plain = [p.text for p in make_programs("binding", 5, 8, 3)]
+    assert plain == [p.text for p in make_programs("binding", 5, 8, 3, hops=1)]
+    assert plain == [p.text for p in make_programs("binding", 5, 8, 3, **defaults)]

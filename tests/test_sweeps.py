@@ -277,7 +277,7 @@ def test_an_out_of_memory_run_fails_with_its_reason_recorded_and_the_sweep_goes_
     assert code == 1
     state = list(json.loads((tmp_path / "out" / "oom" / "state.json").read_text()).values())
     assert [s["status"] for s in state] == ["failed", "finished"] and state[0]["returncode"] == 3
-    assert "out of memory" in state[0]["error"] and "error: CUDA out of memory" in state[0]["error"]
+    assert "out of memory" in state[0]["error"] and "error: out of memory" in state[0]["error"]
     assert "failed runs" in printed and "[1] --seed=0 --progress=False" in printed
     run_dirs = list((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 1

@@ -34,3 +34,11 @@ def test_wandb_failure_mid_run_keeps_results(tmp_path, monkeypatch, capsys):
         out_dir = tracker.out_dir
     assert (out_dir / "before.json").exists() and (out_dir / "after.json").exists()
     assert capsys.readouterr().err.count("warning: W&B call failed") == 1
+
+
+def test_wandb_mode_environment_variable_is_respected(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode(None) == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert resolve_wandb_mode(None) == "offline"
+    assert resolve_wandb_mode("online") == "online"  # an explicit setting wins

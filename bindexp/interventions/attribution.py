@@ -84,7 +84,8 @@ def _estimates(item: TokenizedPair, sites: SiteMap, heads, labels, column_map, s
     per_position = per_position.cpu().numpy()
     ld = np.full(shape, np.nan)
     for col, position in column_map(item).items():
-        ld[:, labels.index(col)] = ld_clean + per_position[:, position - start]
+        # before the edit both runs are identical (this also covers the shared prefix): no effect
+        ld[:, labels.index(col)] = ld_clean if position < item.first_diff else ld_clean + per_position[:, position - start]
     effect = normalized_effect(torch.from_numpy(ld), ld_clean, ld_cf).numpy()
     return {"normalized_effect": effect, "logit_diff": ld}
 

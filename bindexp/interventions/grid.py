@@ -31,6 +31,7 @@ class Grid:
     ci_low: dict[str, np.ndarray]
     ci_high: dict[str, np.ndarray]
     n: np.ndarray  # pairs contributing to each cell
+    counts: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # per metric: non-NaN values
     token_labels: list[str] = dataclasses.field(default_factory=list)  # example token per column
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -53,6 +54,8 @@ class Grid:
                 row["token"] = self.token_labels[index[1]]
             row["n"] = int(self.n[index])
             for metric in self.metrics:
+                if metric in self.counts:
+                    row[f"{metric}_n"] = int(self.counts[metric][index])
                 row[metric] = float(self.mean[metric][index])
                 row[f"{metric}_ci_low"] = float(self.ci_low[metric][index])
                 row[f"{metric}_ci_high"] = float(self.ci_high[metric][index])
@@ -93,6 +96,8 @@ class Grid:
             arrays[metric] = self.mean[metric].astype(np.float32)
             arrays[f"{metric}_ci_low"] = self.ci_low[metric].astype(np.float32)
             arrays[f"{metric}_ci_high"] = self.ci_high[metric].astype(np.float32)
+            if metric in self.counts:
+                arrays[f"{metric}_n"] = self.counts[metric].astype(np.float32)
         arrays_path, sidecar_path = folder / GRID_ARRAYS, folder / GRID_SIDECAR
         save_file(arrays, str(arrays_path))
         sidecar = {"axes": list(self.axes), "labels": self.labels, "metrics": self.metrics,
@@ -114,6 +119,7 @@ class Grid:
             ci_low={m: arrays[f"{m}_ci_low"] for m in metrics},
             ci_high={m: arrays[f"{m}_ci_high"] for m in metrics},
             n=arrays["n"].astype(int),
+            counts={m: arrays[f"{m}_n"].astype(int) for m in metrics if f"{m}_n" in arrays},
             token_labels=sidecar.get("token_labels", []),
             info=sidecar.get("info", {}),
         )
@@ -149,4 +155,6 @@ class GridAccumulator:
             mean[metric], low[metric], high[metric] = moment_interval(
                 self.sums[metric], self.squares[metric], self.counts[metric]
             )
-        return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), list(self.token_labels), info or {})
+        counts = {m: self.counts[m].astype(int) for m in self.counts}
+        return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), counts, list(self.token_labels),
+                    info or {})

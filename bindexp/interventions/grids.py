@@ -161,11 +161,11 @@ def _pair_values(pair: PreparedPair, shape, logits, where, untouched, index) -> 
                 values[m][cell] = float(metrics[m][k])
 
     mine = [i for i, w in enumerate(untouched) if w[0] == index]
-    clean = cell_metrics(pair.clean_logits[None], pair.tokens.answer, pair.ld_clean, pair.ld_cf)
+    clean = cell_metrics(pair.clean_logits[None], pair.tokens.answer, pair.clean_logits, pair.ld_cf)
     fill([untouched[i] for i in mine], clean, [0] * len(mine))
     rows = [i for i, w in enumerate(where) if w[0] == index]
     if rows:
-        patched = cell_metrics(logits[rows], pair.tokens.answer, pair.ld_clean, pair.ld_cf)
+        patched = cell_metrics(logits[rows], pair.tokens.answer, pair.clean_logits, pair.ld_cf)
         fill([where[i] for i in rows], patched, range(len(rows)))
     return values
 

@@ -34,6 +34,10 @@ def knockout_logits(lm: LoadedModel, item: TokenizedPair, blocks: Sequence[Block
     sites = SiteMap.of(lm.model, lm.family)
     start = prefix.length if prefix else 0
     rows, total = len(blocks), len(item.ids)
+    window = getattr(lm.model.config.get_text_config(), "sliding_window", None)
+    if window and total > window:
+        raise ModelError(f"knockout replaces the attention mask, which would drop this model's sliding window "
+                         f"({window} tokens) on a {total}-token prompt; use shorter prompts")
     ids = torch.tensor([item.ids[start:]], device=lm.device).expand(rows, -1)
     positions = torch.arange(start, total, device=lm.device).expand(rows, -1)
     queries = torch.arange(start, total, device=lm.device)[:, None]

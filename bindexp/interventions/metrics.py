@@ -8,6 +8,9 @@ For a pair with original answer token o and counterfactual answer token c, at th
 - IIA (interchange intervention accuracy) = share of pairs whose patched prediction, the argmax
   over the task's candidate answers, is the counterfactual answer.
 - p_original / p_counterfactual: probabilities of the two answers' tokens over the vocabulary.
+- p_original_change = p_original(patched) - p_original(clean): what the original answer lost; the
+  metric for control counterfactuals, whose two answers are the same token (LD is 0, the
+  normalized effect NaN).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import dataclasses
 
 import torch
 
-METRICS = ("normalized_effect", "logit_diff", "iia", "p_original", "p_counterfactual")
+METRICS = ("normalized_effect", "logit_diff", "iia", "p_original", "p_counterfactual", "p_original_change")
 _FLAT = 1e-6
 
 
@@ -41,9 +44,12 @@ def normalized_effect(ld_patched: torch.Tensor, ld_clean: float, ld_cf: float) -
     return (ld_patched - ld_clean) / gap
 
 
-def cell_metrics(logits: torch.Tensor, answer: AnswerTokens, ld_clean: float, ld_cf: float) -> dict[str, torch.Tensor]:
+def cell_metrics(logits: torch.Tensor, answer: AnswerTokens, clean_logits: torch.Tensor, ld_cf: float
+                 ) -> dict[str, torch.Tensor]:
     """Every metric for a stack of patched final-position logits ([cells, vocab]) of one pair."""
-    logits = logits.float()
+    logits, clean_logits = logits.float(), clean_logits.float()
+    ld_clean = float(logit_diff(clean_logits, answer))
+    p_clean = float(torch.softmax(clean_logits, dim=-1)[answer.original])
     ld = logit_diff(logits, answer)
     probs = torch.softmax(logits, dim=-1)
     candidates = torch.tensor(answer.candidates, device=logits.device)
@@ -54,4 +60,5 @@ def cell_metrics(logits: torch.Tensor, answer: AnswerTokens, ld_clean: float, ld
         "iia": (predicted == answer.counterfactual).float(),
         "p_original": probs[:, answer.original],
         "p_counterfactual": probs[:, answer.counterfactual],
+        "p_original_change": probs[:, answer.original] - p_clean,
     }

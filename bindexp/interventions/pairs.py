@@ -136,7 +136,7 @@ def prepare_pairs(lm: LoadedModel, site: str, tokenized: Sequence[TokenizedPair]
             site_acts = resid
         resid_t = torch.stack([r[0] for r in resid])
         site_t = torch.stack([s for s in site_acts])  # [layers, 2, T - start, width]
-        kv = [(keys[:1], values[:1]) for keys, values, *_ in output.past_key_values]
+        kv = [(keys[:1].clone(), values[:1].clone()) for keys, values, *_ in output.past_key_values]  # drop the cf row
         prepared.append(PreparedPair(
             tokens=item, start=start, clean_kv=kv, clean_resid=resid_t,
             clean_site=site_t[:, 0].clone(), cf_site=site_t[:, 1].clone(),

@@ -33,8 +33,8 @@ def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequ
         print("error: out of memory; lower --batch_size or use a smaller model", file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
     except RuntimeError as err:  # torch.cuda.OutOfMemoryError is a RuntimeError
-        if "out of memory" not in str(err).lower():
+        if not any(words in str(err).lower() for words in ("out of memory", "not enough memory")):
             raise
-        print("error: CUDA out of memory; lower --batch_size, use --quantization=4bit or a smaller model",
+        print("error: out of memory; lower --batch_size, use --quantization=4bit or a smaller model",
               file=sys.stderr)
         return EXIT_OUT_OF_MEMORY

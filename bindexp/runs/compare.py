@@ -12,6 +12,7 @@ Wilson interval), CSV + markdown + plots, and `average_grids` for patch runs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -36,6 +37,9 @@ RUN_COLUMNS = ["run_id", "run_name", "group", "sweep"]
 CONFIG_COLUMNS = ["model", "task", "seed", "shots", "template", "systematic_only"]
 CELL_COLUMNS = ["hops", "seq_len", "n", "correct", "accuracy", "ci_low", "ci_high"]
 GRID_KEY = ["model", "hops", "site", "method", "counterfactual"]
+# config entries that may differ between runs averaged together (seeds, bookkeeping, W&B, speed)
+NOT_GRID_SETTINGS = {"seed", "run_name", "group", "tags", "output_dir", "progress", "wandb_mode", "project",
+                     "entity", "batch_size", "pairs_per_chunk", "model_info", "device", "runs"}
 
 
 class CompareSettings(BaseSettings):
@@ -301,30 +305,36 @@ def average_grids(records: Sequence[RunRecord]) -> tuple[list[AveragedGrid], lis
         grid = load_grid(record)
         if grid is None:
             continue
-        key = {k: record.config.get(k) for k in GRID_KEY}  # W&B config, or grid.json's settings
+        # runs are averaged as seeds only when every other setting is the same
+        key = {k: v for k, v in record.config.items() if k not in NOT_GRID_SETTINGS}
+        key = {**{k: record.config.get(k) for k in GRID_KEY}, **key}
         groups.setdefault((json.dumps(key, sort_keys=True, default=str), _signature(grid)), []).append((record, grid))
     sets_per_key: dict[str, int] = {}
     for key_json, _ in groups:
         sets_per_key[key_json] = sets_per_key.get(key_json, 0) + 1
     warnings = [f"grids of {k} differ in axes, labels or shape: averaged in {n} separate sets"
                 for k, n in sets_per_key.items() if n > 1]
-    averaged, seen = [], {}
+    averaged, seen, named = [], {}, {}
     for (key_json, _), members in sorted(groups.items()):
         first = members[0][1]
-        mean, low, high, count = {}, {}, {}, None
+        mean, low, high, counts = {}, {}, {}, {}
         for metric in first.metrics:
             stack = np.stack([g.mean[metric] for _, g in members]).astype(np.float64)
             finite = np.isfinite(stack)
-            count = finite.sum(axis=0)
+            counts[metric] = finite.sum(axis=0)
             values = np.where(finite, stack, 0.0)
-            mean[metric], low[metric], high[metric] = moment_interval(values.sum(axis=0), (values**2).sum(axis=0), count)
+            mean[metric], low[metric], high[metric] = moment_interval(values.sum(axis=0), (values**2).sum(axis=0),
+                                                                      counts[metric])
         run_ids = [r.run_id for r, _ in members]
+        runs_with_any = np.max(np.stack(list(counts.values())), axis=0)
         grid = Grid(axes=tuple(first.axes), labels=first.labels, mean=mean, ci_low=low, ci_high=high,
-                    n=np.asarray(count), info={"runs": run_ids, "n_is": "runs per cell"})
+                    n=runs_with_any, counts=counts, info={"runs": run_ids, "n_is": "runs per cell"})
         loaded = json.loads(key_json)
         key = {k: loaded[k] for k in GRID_KEY}
         seen[key_json] = seen.get(key_json, 0) + 1
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(str(v) for v in key.values()))
+        if named.setdefault(name, key_json) != key_json:  # same headline settings, others differ
+            name += "-" + hashlib.sha1(key_json.encode()).hexdigest()[:6]
         name += f"-layout{seen[key_json]}" if sets_per_key[key_json] > 1 else ""
         averaged.append(AveragedGrid(key, grid, run_ids, name))
     return averaged, warnings

@@ -34,6 +34,7 @@ PAIRS_FILE = "pairs.jsonl"
 MAX_DRAW_FACTOR = 64  # with only_correct, look at up to this many candidate pairs per pair wanted
 HEATMAP_FILE = "heatmap.png"
 HEADLINE_METRIC = {"exact": "normalized_effect", "atp": "normalized_effect", "knockout": "p_drop"}
+CONTROL_METRIC = "p_original_change"  # distractor_value pairs share their answer: LD cannot move
 
 
 @dataclasses.dataclass
@@ -61,6 +62,8 @@ def candidate_pairs(settings: PatchSettings, n: int, shots: list[Program]) -> li
     if not Path(settings.programs_file).exists():
         raise TaskError(f"programs_file {settings.programs_file} does not exist")
     programs = load_robust_programs(settings.programs_file, hops=settings.hops, seq_len=settings.seq_len)
+    shot_texts = {shot.text for shot in shots}
+    programs = [program for program in programs if program.text not in shot_texts]
     pairs = []
     for index, program in enumerate(programs):
         rng = derive_rng("counterfactual", settings.counterfactual, settings.seed, "file", index)
@@ -130,7 +133,8 @@ def _select_layers(grid: Grid, keep: list[int]) -> Grid:
     return dataclasses.replace(
         grid, labels={**grid.labels, "layer": [grid.labels["layer"][i] for i in keep]},
         mean={m: pick(v) for m, v in grid.mean.items()}, ci_low={m: pick(v) for m, v in grid.ci_low.items()},
-        ci_high={m: pick(v) for m, v in grid.ci_high.items()}, n=pick(grid.n))
+        ci_high={m: pick(v) for m, v in grid.ci_high.items()}, n=pick(grid.n),
+        counts={m: pick(v) for m, v in grid.counts.items()})
 
 
 def _close(figure) -> None:
@@ -159,14 +163,23 @@ def grid_summary(grid: Grid, metric: str) -> dict[str, Any]:
     return summary
 
 
+def check_layers(settings: PatchSettings, n_layers: int) -> None:
+    bad = [layer for layer in settings.layers or [] if not 0 <= layer < n_layers]
+    if bad or settings.layers == []:
+        raise ModelError(f"layers must lie in 0..{n_layers - 1}, got {settings.layers}")
+    if settings.method == "knockout" and settings.knockout_window > n_layers:
+        raise ModelError(f"knockout_window {settings.knockout_window} exceeds the model's {n_layers} layers")
+
+
 def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
     """One patching run (job_type `patch`), with a local copy of everything."""
     check_model_name(settings.model)
     get_template(settings.template)
     shots = patch_shots(settings)  # impossible requests fail here, before any model or W&B work
     candidate_pairs(settings, 1, shots)
+    lm = cache.get(settings.model, **settings.model_kwargs())
+    check_layers(settings, lm.n_layers)  # before any W&B run or pair is made
     with Tracker(settings, "patch") as tracker:
-        lm = cache.get(settings.model, **settings.model_kwargs())
         tracker.update_config({"model_info": lm.describe()})
         (tracker.out_dir / PAIRS_FILE).unlink(missing_ok=True)
         pairs, looked_at = select_pairs(lm, settings, shots)
@@ -174,6 +187,8 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
         metadata = settings.model_dump(mode="json")
         arrays_path, sidecar_path = grid.save(tracker.out_dir, metadata)
         metric = HEADLINE_METRIC[settings.method]
+        if settings.counterfactual == "distractor_value" and settings.method == "exact":
+            metric = CONTROL_METRIC
         heatmap = tracker.out_dir / HEATMAP_FILE
         figure = grid.plot(metric, title=f"{lm.name} {settings.method} {settings.site if settings.method != 'knockout' else ''}"
                            f" hops={settings.hops} ({len(pairs)} pairs)")

@@ -9,6 +9,7 @@ second; a W&B failure prints one warning and the run carries on.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -19,9 +20,13 @@ from bindexp.runs.settings import RunSettings
 
 
 def resolve_wandb_mode(requested: str | None) -> str:
-    """online/offline/disabled; None means online when an API key is configured, else offline."""
+    """online/offline/disabled. None: the WANDB_MODE environment variable if set, else online when
+    an API key is configured, else offline."""
     if requested is not None:
         return requested
+    from_env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if from_env:
+        return {"dryrun": "offline", "run": "online"}.get(from_env, from_env)
     try:
         import wandb
 

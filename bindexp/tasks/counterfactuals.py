@@ -7,7 +7,7 @@ that treat digits and single letters alike give both the same token positions.
 Kinds:
 - root_value: the chain's root constant changes; the answer changes with it.
 - query_chain: the query names the tail of another chain holding a different value.
-- distractor_value: a constant off the chain changes; the answer must NOT change (a control).
+- distractor_value: the first constant off the chain changes; the answer must NOT change (a control).
 - chain_link: one copy line on the chain reads another variable with a different value.
 """
 
@@ -56,10 +56,10 @@ def _root_value(program: Program, rng: Random) -> tuple[int, str] | None:
 
 
 def _distractor_value(program: Program, rng: Random) -> tuple[int, str] | None:
-    roles = [role for role in program.spans if role.startswith("distractor") and role.endswith("_value")]
-    if not roles:
+    """The first distractor constant (the `distractor1_value` role, a column of every role grid)."""
+    if "distractor1_value" not in program.spans:
         return None
-    return _other_digit(program, program.spans[rng.choice(sorted(roles))][0], rng)
+    return _other_digit(program, program.spans["distractor1_value"][0], rng)
 
 
 def _values_before(program: Program, line: int) -> dict[str, Any]:

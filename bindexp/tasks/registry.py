@@ -127,12 +127,14 @@ def make_programs(
     parsed = spec.make_options(**options)
     if isinstance(parsed, BindingOptions):
         parsed.check(seq_len)  # fail before drawing anything
+    # the stream depends on the options' values, not on which of them were written out
+    resolved = sorted(dataclasses.asdict(parsed).items()) if parsed is not None else []
     programs: list[Program] = []
     draw = 0
     while len(programs) < n:
         if draw > 100 * n + 1000:
             raise TaskError(f"could not draw {n} distinct programs of {task!r} at seq_len={seq_len}")
-        rng = derive_rng(task, stream, sorted(options.items()), seq_len, seed, draw)
+        rng = derive_rng(task, stream, resolved, seq_len, seed, draw)
         draw += 1
         program = spec.generate(seq_len, rng, parsed) if parsed is not None else spec.generate(seq_len, rng)
         if program.text in exclude:
