@@ -59,3 +59,11 @@ def test_atp_is_exact_zero_before_the_edit_with_one_pair(tiny_llama):
     before = atp.labels["role"].index("chain1_lhs")
     assert np.allclose(atp.mean["normalized_effect"][:, before], 0.0)
     assert np.allclose(exact.mean["normalized_effect"][:, before], 0.0)
+
+
+def test_atp_layer_subset_equals_rows_of_the_full_grid(tiny_llama):
+    pairs = make_pairs("root_value", 2, 6, 3, hops=2)
+    full = attribution_grid(tiny_llama, pairs, site="head")
+    some = attribution_grid(tiny_llama, pairs, site="head", layers=[1, 3])
+    assert some.labels["layer"] == [1, 3]
+    np.testing.assert_allclose(some.mean["logit_diff"], full.mean["logit_diff"][[1, 3]], atol=1e-6)

@@ -66,3 +66,13 @@ def test_grid_values_match_direct_knockouts_and_eager_attention(tiny_llama):
     block = {1: [(it.roles["final"], it.roles["root_value"])]}
     torch.testing.assert_close(knockout_logits(eager, it, [block]), knockout_logits(tiny_llama, it, [block]),
                                atol=2e-5, rtol=0)
+
+
+def test_knockout_layer_subset_equals_rows_of_the_full_grid(tiny_llama):
+    import numpy as np
+
+    pairs = make_pairs("root_value", 2, 6, 3, hops=2)
+    full = knockout_grid(tiny_llama, pairs, sources=["root_value"], window=2)
+    some = knockout_grid(tiny_llama, pairs, sources=["root_value"], window=2, layers=[2])
+    assert some.labels["layer"] == [2]
+    np.testing.assert_allclose(some.mean["p_drop"], full.mean["p_drop"][[2]], atol=1e-6)

@@ -26,6 +26,8 @@ def test_candidate_token_ids_are_the_next_tokens(tiny_llama):
 def test_candidate_that_merges_with_the_prompt_is_rejected(smollm_tokenizer_like):
     # SmolLM2's tokenizer merges a space into a following letter: " True" is one token, so
     # "True" after a prompt ending in a space is not a clean next token.
+    tokens = smollm_tokenizer_like.convert_ids_to_tokens(smollm_tokenizer_like("#x: True")["input_ids"])
+    assert tokens[-1] == "ĠTrue"  # the space merged into the answer, as in SmolLM2
     with pytest.raises(ModelError, match="not a single next token"):
         candidate_token_ids(smollm_tokenizer_like, "#x: ", ["True", "False"])
 

@@ -56,12 +56,13 @@ def attribution_grid(
     shots: Sequence[Program] = (),
     template: str = "raw",
     columns: str = "roles",
+    layers: Sequence[int] | None = None,
     progress: bool = False,
 ) -> Grid:
     """AtP estimates of LD and normalized effect for every (layer, column[, head]) cell."""
     from tqdm.auto import tqdm
 
-    plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns)
+    plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns, layers=layers)
     sites = SiteMap.of(lm.model, lm.family)
     accumulator = plan.accumulator(ATP_METRICS)
     tokenized, labels, column_map, heads, start, prefix = (plan.tokenized, plan.labels, plan.column_map, plan.heads,
@@ -69,8 +70,8 @@ def attribution_grid(
     for item in tqdm(tokenized, disable=not progress, desc=f"AtP {site}", unit="pair"):
         clean, ld_clean, grad = _site_pass(lm, sites, site, item.ids, prefix, True, item.answer)
         cf, ld_cf, _ = _site_pass(lm, sites, site, item.cf_ids, prefix, False, item.answer)
-        accumulator.add(_estimates(item, sites, heads, labels, column_map, start, clean, cf, grad, ld_clean, ld_cf,
-                                   accumulator.pairs.shape))
+        accumulator.add(_estimates(item, sites, heads, labels, column_map, start, clean[plan.layers], cf[plan.layers],
+                                   grad[plan.layers], ld_clean, ld_cf, accumulator.pairs.shape))
     return accumulator.grid(info={"site": site, "method": "atp", "pairs": len(tokenized), "dropped": plan.dropped})
 
 

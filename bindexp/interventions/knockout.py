@@ -71,20 +71,23 @@ def knockout_grid(
     sources: Sequence[str],
     destination: str = "final",
     window: int = 1,
+    layers: Sequence[int] | None = None,
     shots: Sequence[Program] = (),
     template: str = "raw",
     cells_per_forward: int = 32,
     progress: bool = False,
 ) -> Grid:
-    """For each window of `window` layers (labelled by its first layer) and each source role,
-    block destination -> source and record the drop in the original answer."""
+    """For each window of `window` layers (labelled by its first layer; `layers` limits the first
+    layers) and each source role, block destination -> source and record the drop in the answer."""
     from tqdm.auto import tqdm
 
     sites = SiteMap.of(lm.model, lm.family)
     tokenized, dropped = tokenize_pairs(lm, pairs, shots, template)
     if not tokenized:
         raise ModelError("no program is left to knock out" + (f" ({dropped[0]})" if dropped else ""))
-    starts = list(range(0, sites.n_layers - window + 1))
+    starts = [layer for layer in range(0, sites.n_layers - window + 1) if layers is None or layer in layers]
+    if not starts:
+        raise ModelError(f"no window of {window} layers starts at {list(layers or [])} in {sites.n_layers} layers")
     accumulator = GridAccumulator(("layer", "role"), {"layer": starts, "role": list(sources)}, KNOCKOUT_METRICS)
     start = shared_prefix_length(tokenized)
     prefix = SharedPrefix(lm.model, tokenized[0].ids[:start]) if start else None

@@ -92,7 +92,7 @@ def batches(
         yield Batch(chunk, ids.to(device), last.to(device))
 
 
-def batch_forward(model: Any, batch: Batch, prefix: SharedPrefix | None, **kwargs: Any):
+def batch_forward(model: Any, batch: Batch, prefix: SharedPrefix | None):
     """Run one batch after the shared prefix; only each row's final position gets logits."""
     start = prefix.length if prefix else 0
     positions = torch.arange(start, start + batch.input_ids.shape[1], device=batch.input_ids.device)
@@ -102,7 +102,6 @@ def batch_forward(model: Any, batch: Batch, prefix: SharedPrefix | None, **kwarg
         past_key_values=prefix.cache_for(batch.input_ids.shape[0]) if prefix else None,
         use_cache=prefix is not None,
         logits_to_keep=batch.last[:, None],
-        **kwargs,
     )
     if out.logits.shape[:2] != (batch.input_ids.shape[0], 1):  # per-row positions arrived in transformers 5.23
         raise ModelError(f"this transformers version ignores per-row logits_to_keep (logits {tuple(out.logits.shape)});"

@@ -76,6 +76,10 @@ def candidate_pairs(settings: PatchSettings, n: int, shots: list[Program]) -> li
     return pairs[:n]
 
 
+def _key(pair: CounterfactualPair) -> tuple[str, str]:
+    return pair.original.text, pair.counterfactual.text
+
+
 def select_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program]) -> tuple[list[CounterfactualPair], int]:
     """`num_programs` pairs; with only_correct, those the model answers right on both sides.
     Returns the pairs and how many candidates were looked at."""
@@ -83,12 +87,16 @@ def select_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program])
     if not settings.only_correct:
         return candidate_pairs(settings, wanted, shots), wanted
     drawn = 2 * wanted
+    both_right: dict[tuple[str, str], bool] = {}  # pairs already scored are not scored again
     while True:
         pairs = candidate_pairs(settings, drawn, shots)
-        prompts = [prompt for pair in pairs for prompt in pair_prompts(pair, shots, settings.template)]
-        answers = [answer for pair in pairs for answer in pair.answers]
+        new = [pair for pair in pairs if _key(pair) not in both_right]
+        prompts = [prompt for pair in new for prompt in pair_prompts(pair, shots, settings.template)]
+        answers = [answer for pair in new for answer in pair.answers]
         scores = score_candidates(lm, prompts, answers, DIGITS, batch_size=settings.batch_size)
-        kept = [pair for k, pair in enumerate(pairs) if scores[2 * k].correct and scores[2 * k + 1].correct]
+        both_right.update({_key(pair): scores[2 * k].correct and scores[2 * k + 1].correct
+                           for k, pair in enumerate(new)})
+        kept = [pair for pair in pairs if both_right[_key(pair)]]
         exhausted = settings.programs_file is not None and len(pairs) < drawn
         if len(kept) >= wanted or drawn >= MAX_DRAW_FACTOR * wanted or exhausted:
             if not kept:
@@ -108,9 +116,10 @@ def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir
     if settings.method == "knockout":
         sources = [c for c in role_columns(settings.hops) if c != "final"]
         grid = knockout_grid(lm, pairs, sources=sources, destination=settings.knockout_destination,
-                             window=settings.knockout_window, cells_per_forward=settings.batch_size, **common)
+                             window=settings.knockout_window, layers=settings.layers,
+                             cells_per_forward=settings.batch_size, **common)
     elif settings.method == "atp":
-        grid = attribution_grid(lm, pairs, site=settings.site, columns=columns, **common)
+        grid = attribution_grid(lm, pairs, site=settings.site, columns=columns, layers=settings.layers, **common)
         if settings.verify_top_k:
             cells = top_cells(grid, settings.verify_top_k)
             exact = patch_grid(lm, pairs, site=settings.site, columns=columns, layers=sorted({c[0] for c in cells}),
@@ -122,19 +131,7 @@ def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir
         grid = patch_grid(lm, pairs, site=settings.site, columns=columns, layers=settings.layers,
                           cells_per_forward=settings.batch_size, pairs_per_chunk=settings.pairs_per_chunk,
                           stream_path=out_dir / PAIRS_FILE, **common)
-    if settings.layers is not None and settings.method != "exact":
-        keep = [grid.labels["layer"].index(layer) for layer in settings.layers if layer in grid.labels["layer"]]
-        grid = _select_layers(grid, keep)
     return grid, extra
-
-
-def _select_layers(grid: Grid, keep: list[int]) -> Grid:
-    pick = lambda a: a[keep]  # noqa: E731
-    return dataclasses.replace(
-        grid, labels={**grid.labels, "layer": [grid.labels["layer"][i] for i in keep]},
-        mean={m: pick(v) for m, v in grid.mean.items()}, ci_low={m: pick(v) for m, v in grid.ci_low.items()},
-        ci_high={m: pick(v) for m, v in grid.ci_high.items()}, n=pick(grid.n),
-        counts={m: pick(v) for m, v in grid.counts.items()})
 
 
 def _close(figure) -> None:

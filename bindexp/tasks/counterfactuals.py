@@ -17,8 +17,8 @@ import dataclasses
 from random import Random
 from typing import Any, Callable
 
-from bindexp.tasks.binding import LETTERS, analyse_binding
-from bindexp.tasks.program import Program, TaskError, derive_rng
+from bindexp.tasks.binding import analyse_binding
+from bindexp.tasks.program import Program, TaskError, derive_rng, run_program
 from bindexp.tasks.registry import make_programs
 
 KINDS = ("root_value", "query_chain", "distractor_value", "chain_link")
@@ -64,10 +64,7 @@ def _distractor_value(program: Program, rng: Random) -> tuple[int, str] | None:
 
 def _values_before(program: Program, line: int) -> dict[str, Any]:
     """Each variable's value just before `line` (0-based), by running the lines above it."""
-    lines = program.text.split("\n")[:line]
-    namespace: dict[str, Any] = {"__builtins__": {}}
-    exec("\n".join(lines), namespace)  # noqa: S102 - our own generated code
-    return {k: v for k, v in namespace.items() if k in LETTERS}
+    return run_program("\n".join(program.text.split("\n")[:line]))
 
 
 def _query_chain(program: Program, rng: Random) -> tuple[int, str] | None:

@@ -60,14 +60,23 @@ class Program:
 _SAFE_BUILTINS = {"range": range, "len": len, "ZeroDivisionError": ZeroDivisionError}
 
 
+def run_program(text: str) -> dict[str, Any]:
+    """Run `text` as Python with a minimal set of builtins; return its variables.
+
+    Only generated (or researcher-registered) programs are run here.
+    """
+    namespace: dict[str, Any] = {"__builtins__": _SAFE_BUILTINS}
+    exec(compile(text, "<program>", "exec"), namespace)  # noqa: S102 - our own generated code
+    del namespace["__builtins__"]
+    return namespace
+
+
 def execute_query(text: str, query_var: str) -> Answer:
     """Run `text` as Python and return the value of `query_var` afterwards.
 
     This is the single source of truth for labels: every task's `answer` must equal it.
-    Only generated programs are run here, with a minimal set of builtins.
     """
-    namespace: dict[str, Any] = {"__builtins__": _SAFE_BUILTINS}
-    exec(compile(text, "<program>", "exec"), namespace)  # noqa: S102 - our own generated code
+    namespace = run_program(text)
     if query_var not in namespace:
         raise TaskError(f"program never assigns its query variable {query_var!r}")
     return namespace[query_var]
