@@ -11,7 +11,7 @@ for patch runs, patch/*.safetensors|json|png and patch_cells.csv under --out.
 
 from __future__ import annotations
 
-from bindexp.runs.compare import CompareOutcome, CompareSettings, markdown_table, run_compare
+from bindexp.results.compare import CompareOutcome, CompareSettings, markdown_table, run_compare
 from bindexp.runs.cli import run_cli
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import signal
 
-from bindexp.runs.agents import AgentSettings, start_agents
+from bindexp.sweeps.agents import AgentSettings, start_agents
 from bindexp.runs.cli import run_cli
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 
 from bindexp.runs.cli import run_cli
-from bindexp.runs.sweep_local import LocalSweepSettings, run_local_sweep
+from bindexp.sweeps.local import LocalSweepSettings, run_local_sweep
 
 
 def _terminate(signum, frame):

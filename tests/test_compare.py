@@ -18,8 +18,8 @@ from wandb.errors import CommError
 from wandb.proto import wandb_api_pb2
 from wandb.sdk.lib.service.service_connection import WandbApiFailedError
 
-from bindexp.runs.compare import aggregate, tidy_table
-from bindexp.runs.records import RunFilter, RunRecord, api_records, is_rate_limited, with_backoff
+from bindexp.results.compare import aggregate, tidy_table
+from bindexp.results.records import RunFilter, RunRecord, api_records, is_rate_limited, with_backoff
 
 ROOT = Path(__file__).resolve().parents[1]
 Z95 = 1.959963984540054
@@ -313,7 +313,7 @@ def test_grids_of_the_same_model_and_hops_are_averaged_only_when_their_layout_ma
     assert set(cells["hops"]) == {1, 2} and (folders[0] / "heatmap.png").exists()
     # logged back as a W&B run of job type compare, with the cell table
     (run_dir,) = (Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*")
-    from bindexp.runs.records import read_wandb_folder
+    from bindexp.results.records import read_wandb_folder
 
     logged = read_wandb_folder(run_dir)
     assert logged.job_type == "compare" and logged.name == "grid-compare" and logged.summary["patch_groups"] == 3
@@ -351,7 +351,7 @@ def test_patch_runs_average_to_the_mean_of_their_grids(tmp_path, monkeypatch, ca
 
 
 def test_result_folders_written_with_wandb_disabled_are_compared_too(tmp_path):
-    from bindexp.runs.compare import CompareSettings, run_compare
+    from bindexp.results.compare import CompareSettings, run_compare
     from bindexp.runs.evaluate import run_eval
     from bindexp.runs.settings import EvalSettings
 
@@ -369,7 +369,7 @@ def test_result_folders_written_with_wandb_disabled_are_compared_too(tmp_path):
 
 
 def test_grids_differing_in_more_than_the_seed_are_not_averaged(tmp_path):
-    from bindexp.runs.compare import CompareSettings, run_compare
+    from bindexp.results.compare import CompareSettings, run_compare
 
     base = {"model": "m", "hops": 1, "site": "resid_pre", "method": "exact", "counterfactual": "root_value"}
     _save_grid(tmp_path / "a", {**base, "seed": 0, "seq_len": 6}, [[0.0, 1.0], [0.5, 0.5]])

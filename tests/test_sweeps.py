@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from bindexp.runs.settings import EvalSettings, PatchSettings, parse_settings
-from bindexp.runs.sweeps import (
+from bindexp.sweeps.spec import (
     SweepError, agent_command, check_sweep, expand, iter_parameter_values, load_sweep, settings_class,
     with_interpreter,
 )

@@ -11,12 +11,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from bindexp.runs.settings import RunSettings
+
+
+def wandb_cli() -> str:
+    """The `wandb` command of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("wandb")
+    return str(beside) if beside.exists() else (shutil.which("wandb") or "wandb")
 
 
 def resolve_wandb_mode(requested: str | None) -> str:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
+
+from bindexp.runs.tracking import wandb_cli
 
 T = TypeVar("T")
 SKIP_JOB_TYPES = ("compare",)  # a compare run is never an input of another comparison
@@ -101,12 +102,6 @@ class RunFilter:
 
 
 # ---------------------------------------------------------------- local run folders
-
-
-def wandb_cli() -> str:
-    """The `wandb` command of this interpreter's environment."""
-    beside = Path(sys.executable).with_name("wandb")
-    return str(beside) if beside.exists() else (shutil.which("wandb") or "wandb")
 
 
 def run_folders(runs_dir: Path) -> tuple[list[Path], list[Path]]:

@@ -26,7 +26,7 @@ from typing import Any, Literal, TextIO
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
-from bindexp.runs.sweeps import agent_args, agent_command, expand, load_sweep, with_interpreter
+from bindexp.sweeps.spec import agent_args, agent_command, expand, load_sweep, with_interpreter
 
 STATE_FILE = "state.json"
 EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated"}

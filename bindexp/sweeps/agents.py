@@ -24,7 +24,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
 from bindexp.runs.cli import InputError
-from bindexp.runs.records import wandb_cli
+from bindexp.runs.tracking import wandb_cli
 from bindexp.runs.settings import StrList
 
 AGENT_ENV = {

@@ -3,7 +3,7 @@
     python scripts/compare.py --group=smoke-cpu                      # offline runs on this disk
     python scripts/compare.py --source=api --sweep=abc123 --entity=me  # a W&B server
 
-After gathering (`bindexp.runs.records`: the W&B API or local run folders, same RunRecord shape)
+After gathering (`bindexp.results.records`: the W&B API or local run folders, same RunRecord shape)
 everything is one code path: `tidy_table` (one row per run x hops x seq_len, from each run's
 results.jsonl, else its summary), `aggregate` (mean over runs with a 95% interval, and the pooled
 Wilson interval), CSV + markdown + plots, and `average_grids` for patch runs.
@@ -26,7 +26,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bindexp.runs.cli import InputError
-from bindexp.runs.records import RunFilter, RunRecord, api_records, local_records, usable
+from bindexp.results.records import RunFilter, RunRecord, api_records, local_records, usable
 from bindexp.runs.settings import StrList, WandbMode
 from bindexp.stats import mean_interval, moment_interval, wilson_interval
 

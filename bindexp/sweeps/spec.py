@@ -5,7 +5,7 @@
     for params in expand(config, seed=0):       # grid, or random with a count
         argv = agent_command(config, params)    # exactly the list `wandb agent` would run
 
-The local runner that executes these one after another is `bindexp.runs.sweep_local`.
+The local runner that executes these one after another is `bindexp.sweeps.local`.
 """
 
 from __future__ import annotations
