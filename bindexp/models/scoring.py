@@ -94,8 +94,10 @@ def score_generate(
     max_new_tokens: int = 8,
     batch_size: int = 16,
     progress: bool = False,
+    parse: str = "first",
 ) -> list[Score]:
-    """Greedy-generate a completion for each prompt and parse its first int (or bool)."""
+    """Greedy-generate a completion for each prompt and parse its answer: the first int (or bool),
+    or with parse="final" the final answer (`Answer: x`, else the last value)."""
     from tqdm.auto import tqdm
 
     tokenizer = lm.tokenizer
@@ -112,7 +114,7 @@ def score_generate(
                 )
             completions = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for completion, answer in zip(completions, answers[at : at + batch_size]):
-                parsed = parse_answer(completion, answer_type)
+                parsed = parse_answer(completion, answer_type, parse)
                 text = "" if parsed is None else str(parsed)
                 scores.append(Score(text, parsed is not None and parsed == answer, math.nan, math.nan))
     finally:

@@ -21,8 +21,8 @@ from bindexp.models.scoring import Score, candidate_token_ids, score_candidates,
 from bindexp.runs.reporting import accuracy_plot, accuracy_table, eval_summary
 from bindexp.runs.settings import EvalSettings
 from bindexp.runs.tracking import Tracker
-from bindexp.tasks.program import Program
-from bindexp.tasks.prompts import build_prompt, get_template, render_chat
+from bindexp.tasks.program import Program, TaskError
+from bindexp.tasks.prompts import build_prompt, render_chat, template_spec
 from bindexp.tasks.registry import get_task, make_programs
 
 RESULTS_FILE = "results.jsonl"
@@ -50,7 +50,9 @@ class EvalOutcome:
 def eval_conditions(settings: EvalSettings) -> list[Condition]:
     """Every program the run will score; pure Python and deterministic in the settings."""
     spec = get_task(settings.task)
-    get_template(settings.template)
+    if settings.scoring == "candidates" and not template_spec(settings.template).answer_next:
+        raise TaskError(f"template {settings.template!r} has the model reason before answering; "
+                        "use scoring=generate or auto")
     options = settings.task_options()
     hops_axis: list[int | None] = list(settings.hops) if spec.name == "binding" else [None]
     conditions = []
@@ -79,9 +81,12 @@ def score_condition(lm: LoadedModel, condition: Condition, settings: EvalSetting
         prompts = [render_chat(lm.tokenizer, prompt) for prompt in prompts]
     answers = [p.answer for p in condition.programs]
     common = dict(batch_size=settings.batch_size, progress=settings.progress)
-    if _use_candidates(lm, spec.candidates, prompts[0], settings.scoring):
+    template = template_spec(settings.template)
+    if template.answer_next and _use_candidates(lm, spec.candidates, prompts[0], settings.scoring):
         return score_candidates(lm, prompts, answers, spec.candidates, **common)
-    return score_generate(lm, prompts, answers, spec.answer_type, max_new_tokens=settings.max_new_tokens, **common)
+    budget = max(settings.max_new_tokens, template.max_new_tokens)
+    return score_generate(lm, prompts, answers, spec.answer_type, max_new_tokens=budget, parse=template.parse,
+                          **common)
 
 
 def _use_candidates(lm: LoadedModel, candidates: tuple[str, ...] | None, prompt: str, scoring: str) -> bool:
