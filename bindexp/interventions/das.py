@@ -47,17 +47,18 @@ class DasSettings:
 
 
 def fit_rotation(d: int, k: int, loss_of: Callable[[torch.Tensor, list[int]], torch.Tensor], n_train: int,
-                 settings: DasSettings) -> tuple[torch.Tensor, list[float]]:
-    """Train an orthogonal d x d rotation; loss_of(basis [k, d], training indices) is the loss
-    of one batch. Returns (R [d, d] float32, loss per step). Batches walk a seeded permutation of
-    the training indices, epoch after epoch."""
+                 settings: DasSettings, device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[float]]:
+    """Train an orthogonal d x d rotation (float32, drawn on the CPU from the seed, trained on
+    `device`); loss_of(basis [k, d], training indices) is the loss of one batch. Returns
+    (R [d, d] on the CPU, loss per step). Batches walk a seeded permutation of the training
+    indices, epoch after epoch."""
     if not 1 <= k <= d:
         raise BindexpError(f"k must lie in 1..{d}, got {k}")
     if n_train < 1:
         raise BindexpError("DAS needs at least one training pair")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        rotation = torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(d, d, bias=False))
+        rotation = torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(d, d, bias=False)).to(device)
     optimizer = torch.optim.Adam(rotation.parameters(), lr=settings.lr)
     generator = torch.Generator().manual_seed(settings.seed)
     order: list[int] = []
@@ -149,7 +150,7 @@ def das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequenc
     rotations, accuracies, curves = {}, [], []
     with frozen(lm.model):
         for k in ks:
-            rotation, losses = fit_rotation(d, k, loss_of, len(train), settings)
+            rotation, losses = fit_rotation(d, k, loss_of, len(train), settings, lm.device)
             rotations[k] = rotation
             curves.append(losses)
             accuracies.append(subspace_iia(lm, layer, heldout, heldout_acts, rotation[:k], prefix=prefix,
