@@ -183,3 +183,6 @@ def test_rotations_save_as_safetensors(tmp_path, tiny_llama):
     assert info["ks"] == [1, 4] and info["settings"]["steps"] == 2 and info["model"] == "tiny-random-llama"
     frame = result.to_frame()
     assert frame["k"].tolist() == [1, 4] and (frame["n_heldout"] == 1).all()
+    assert [a.n for a in result.train] == [3, 3]
+    with pytest.raises(BindexpError, match="every k must lie in 1..64"):
+        das(tiny_llama, 1, pairs[:3], pairs[3:], ks=[65])

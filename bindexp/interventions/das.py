@@ -103,6 +103,7 @@ class DasResult:
     layer: int
     ks: list[int]
     heldout: list[Accuracy]  # one per k
+    train: list[Accuracy]  # IIA on the training pairs, one per k (far above held-out: overfitting)
     losses: np.ndarray  # [len(ks), steps]
     rotations: dict[int, torch.Tensor]  # k -> R [d, d]; R[:k] spans the subspace
     n_train: int
@@ -112,9 +113,10 @@ class DasResult:
         import pandas as pd
 
         return pd.DataFrame([{"layer": self.layer, "k": k, "iia": a.value, "iia_ci_low": a.ci_low,
-                              "iia_ci_high": a.ci_high, "n_heldout": a.n, "n_train": self.n_train,
+                              "iia_ci_high": a.ci_high, "n_heldout": a.n, "train_iia": t.value,
+                              "n_train": self.n_train,
                               "final_loss": float(self.losses[i, -1]) if self.losses.shape[1] else float("nan")}
-                             for i, (k, a) in enumerate(zip(self.ks, self.heldout))])
+                             for i, (k, a, t) in enumerate(zip(self.ks, self.heldout, self.train))])
 
     def save_rotations(self, path: Path, metadata: dict[str, Any] | None = None) -> Path:
         """Every rotation as safetensors (tensor "k<k>"), the settings in its metadata."""
@@ -134,29 +136,32 @@ def das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequenc
     check_disjoint(train, heldout)
     if not heldout:
         raise BindexpError("DAS needs held-out pairs to score")
+    d = lm.model.config.get_text_config().hidden_size
+    if not ks or any(not 1 <= k <= d for k in ks):
+        raise BindexpError(f"every k must lie in 1..{d} (the residual width), got {list(ks)}")
     for p in [*train, *heldout]:
         if p.cf_answer not in p.candidates:
             raise BindexpError("a pair's counterfactual answer is not among its candidate tokens")
     train_acts = site_activations(lm, layer, [p.cf_ids for p in train], [p.positions for p in train], prefix=prefix)
     heldout_acts = site_activations(lm, layer, [p.cf_ids for p in heldout], [p.positions for p in heldout],
                                     prefix=prefix)
-    d = heldout_acts[0].shape[-1]
 
     def loss_of(basis: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         pairs = [train[i] for i in chosen]
         logits = interchanged_logits(lm, layer, pairs, [train_acts[i] for i in chosen], basis, prefix=prefix)
         return interchange_loss(logits, pairs)
 
-    rotations, accuracies, curves = {}, [], []
+    rotations, heldout_iia, train_iia, curves = {}, [], [], []
     with frozen(lm.model):
         for k in ks:
             rotation, losses = fit_rotation(d, k, loss_of, len(train), settings, lm.device)
             rotations[k] = rotation
             curves.append(losses)
-            accuracies.append(subspace_iia(lm, layer, heldout, heldout_acts, rotation[:k], prefix=prefix,
-                                           batch_size=settings.batch_size))
-    return DasResult(layer, list(ks), accuracies, np.array(curves, dtype=float).reshape(len(ks), settings.steps),
-                     rotations, len(train), settings)
+            for pairs, acts, out in ((heldout, heldout_acts, heldout_iia), (train, train_acts, train_iia)):
+                out.append(subspace_iia(lm, layer, pairs, acts, rotation[:k], prefix=prefix,
+                                        batch_size=settings.batch_size))
+    return DasResult(layer, list(ks), heldout_iia, train_iia,
+                     np.array(curves, dtype=float).reshape(len(ks), settings.steps), rotations, len(train), settings)
 
 
 def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
