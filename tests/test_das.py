@@ -152,6 +152,8 @@ def test_heldout_pairs_never_train(tokenized):
     twin = dataclasses.replace(train[0], texts=("another program", train[0].texts[1]))
     with pytest.raises(BindexpError):
         check_disjoint(train, [twin])
+    with pytest.raises(BindexpError, match="has no 'chain9_lhs' token"):
+        site_pairs(items, "chain9_lhs")
     # splitting drops training pairs that share a program with a held-out one
     duplicate = dataclasses.replace(heldout[0])
     train2, heldout2 = split_pairs([*pairs, duplicate], 3, seed=4)

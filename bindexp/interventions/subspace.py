@@ -50,6 +50,8 @@ def site_pairs(tokenized: Sequence[Any], role: str | None,
     label(program) -> int gives the probed variable's class (e.g. the answer digit)."""
     out = []
     for t in tokenized:
+        if role is not None and role not in t.roles:
+            raise BindexpError(f"a pair has no {role!r} token (its roles: {', '.join(t.roles)})")
         positions = tuple(range(t.first_diff, len(t.ids))) if role is None else (t.roles[role],)
         out.append(SitePair(tuple(t.ids), tuple(t.cf_ids), positions, t.answer.original, t.answer.counterfactual,
                             tuple(t.answer.candidates), (t.pair.original.text, t.pair.counterfactual.text),
