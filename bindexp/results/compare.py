@@ -25,9 +25,10 @@ import pandas as pd
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bindexp.runs.cli import InputError
+from bindexp.errors import InputError
 from bindexp.results.records import RunFilter, RunRecord, api_records, local_records, usable
-from bindexp.runs.settings import StrList, WandbMode
+from bindexp.runs.settings import StrList
+from bindexp.vocab import WandbMode
 from bindexp.stats import mean_interval, moment_interval, wilson_interval
 
 RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"

@@ -27,6 +27,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
 from bindexp.sweeps.spec import agent_args, agent_command, expand, load_sweep, with_interpreter
+from bindexp.vocab import WandbMode
 
 STATE_FILE = "state.json"
 EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated"}
@@ -45,7 +46,7 @@ class LocalSweepSettings(BaseSettings):
     count: int | None = Field(None, ge=1, description="random: configurations drawn (default run_cap); grid: first N")
     seed: int = Field(0, description="random search: the draws are fixed by this seed")
     max_runs: int | None = Field(None, ge=1, description="start at most this many runs now (like wandb agent --count)")
-    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb_mode: WandbMode = "offline"
     output_dir: str = Field("outputs/sweeps", description="state and logs go to <output_dir>/<sweep name>/")
     rerun_failed: bool = Field(True, description="run again the runs that failed last time")
     dry_run: bool = Field(False, description="print the command lines and run nothing")

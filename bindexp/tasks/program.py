@@ -10,14 +10,10 @@ import hashlib
 import random
 from typing import Any
 
-from bindexp.errors import BindexpError
+from bindexp.errors import TaskError
 
 Answer = int | bool
 Span = tuple[int, int]  # character offsets [start, end) into `Program.text`
-
-
-class TaskError(BindexpError):
-    """An impossible or malformed task request. The message is one line, fit for a CLI."""
 
 
 @dataclasses.dataclass(frozen=True)
