@@ -51,6 +51,15 @@ class Program:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Program":
+        """The inverse of `to_dict` (also after a JSON round trip: spans come back as tuples);
+        keys that are not fields are ignored."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["spans"] = {role: tuple(span) for role, span in values.get("spans", {}).items()}
+        return cls(**values)
+
 
 # The only names a generated program may use; nothing else from builtins is reachable.
 _SAFE_BUILTINS = {"range": range, "len": len, "ZeroDivisionError": ZeroDivisionError}
