@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bindexp.runs.evaluate import RESULTS_FILE, SUMMARY_FILE, eval_conditions, run_eval
+from bindexp.runs.evaluate import eval_conditions, run_eval
+from bindexp.runs.folder import RESULTS_FILE, SUMMARY_FILE
 from bindexp.runs.settings import EvalSettings
 
 ROOT = Path(__file__).resolve().parents[1]

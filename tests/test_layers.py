@@ -1,10 +1,15 @@
-"""Imports go one way: tasks -> models -> interventions -> runs -> scripts; tasks stay pure Python."""
+"""Guards docs/ARCHITECTURE.md, section "Layers": a module imports only from its own package or from
+lower layers (so sweeps and results do not import each other), every package is in the table, and
+layers 0 (errors, vocab, stats) and 1 (tasks) import no torch, wandb, pandas or matplotlib."""
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"errors": 0, "stats": 0, "tasks": 1, "models": 2, "interventions": 3, "runs": 4, "sweeps": 5, "results": 5}
+SECTION = 'docs/ARCHITECTURE.md, section "Layers"'
+LAYERS = {"errors": 0, "vocab": 0, "stats": 0, "tasks": 1, "models": 2, "interventions": 3, "runs": 4,
+          "sweeps": 5, "results": 5}
 HEAVY = {"torch", "wandb", "transformers", "nnsight", "tokenizers", "pandas", "matplotlib"}
 
 
@@ -16,29 +21,54 @@ def _imports(path: Path):
             yield node.module
 
 
-def _layer(module: str) -> int | None:
+def _package(module: str) -> str | None:
+    """`bindexp.runs.folder` -> `runs`; None for modules outside bindexp and for `bindexp` itself."""
     parts = module.split(".")
-    return LAYERS.get(parts[1]) if parts[0] == "bindexp" and len(parts) > 1 else None
+    return parts[1] if parts[0] == "bindexp" and len(parts) > 1 else None
 
 
-def test_no_module_imports_a_higher_layer():
+def _layer(module: str) -> int | None:
+    package = _package(module)
+    return LAYERS.get(package) if package else None
+
+
+def _modules():
+    """(path, its package) for every module below bindexp/ (not bindexp/__init__.py)."""
+    for path in sorted((ROOT / "bindexp").rglob("*.py")):
+        first = path.relative_to(ROOT / "bindexp").parts[0].removesuffix(".py")
+        if first != "__init__":
+            yield path, first
+
+
+def test_every_package_is_in_the_table():
+    missing = sorted({package for _, package in _modules() if package not in LAYERS})
+    assert not missing, f"add {missing} to {SECTION} and to LAYERS here"
+
+
+def test_the_table_in_the_docs_matches():
+    rows = re.findall(r"^\| (\d) \| `bindexp/(\w+)(?:\.py)?/?` \|", (ROOT / "docs" / "ARCHITECTURE.md").read_text(),
+                      flags=re.MULTILINE)
+    assert {package: int(layer) for layer, package in rows} == LAYERS, SECTION
+
+
+def test_no_module_imports_a_higher_layer_or_a_sibling():
     problems = []
-    for path in (ROOT / "bindexp").rglob("*.py"):
-        own = _layer("bindexp." + path.relative_to(ROOT / "bindexp").parts[0].removesuffix(".py"))
-        if own is None:
-            continue
+    for path, own in _modules():
         for module in _imports(path):
-            other = _layer(module)
-            if other is not None and other > own:
-                problems.append(f"{path.relative_to(ROOT)} imports {module}")
-    assert not problems, "\n".join(problems)
+            other = _package(module)
+            if other is None or other == own or other not in LAYERS:
+                continue
+            if LAYERS[other] >= LAYERS[own]:
+                problems.append(f"{path.relative_to(ROOT)} (layer {LAYERS[own]}) imports {module} "
+                                f"(layer {LAYERS[other]})")
+    assert not problems, f"against {SECTION}:\n" + "\n".join(problems)
 
 
-def test_task_layer_is_pure_python():
+def test_lower_layers_are_pure_python():
     problems = [f"{path.relative_to(ROOT)} imports {module}"
-                for path in (ROOT / "bindexp" / "tasks").rglob("*.py")
+                for path, package in _modules() if LAYERS.get(package, 9) <= 1
                 for module in _imports(path) if module.split(".")[0] in HEAVY]
-    assert not problems, "\n".join(problems)
+    assert not problems, f"against {SECTION}:\n" + "\n".join(problems)
 
 
 def test_the_checker_sees_a_violation(tmp_path):
@@ -46,3 +76,5 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad.write_text("from bindexp.runs.settings import EvalSettings\nimport torch\n")
     assert list(_imports(bad)) == ["bindexp.runs.settings", "torch"]
     assert _layer("bindexp.runs.settings") > _layer("bindexp.tasks.program")
+    assert _layer("bindexp.sweeps.local") == _layer("bindexp.results.records")  # siblings: refused above
+    assert _package("bindexp.errors") == "errors" and _package("bindexp") is None

@@ -228,3 +228,12 @@ def test_written_out_defaults_draw_the_same_programs():
     plain = [p.text for p in make_programs("binding", 5, 8, 3)]
     assert plain == [p.text for p in make_programs("binding", 5, 8, 3, hops=1)]
     assert plain == [p.text for p in make_programs("binding", 5, 8, 3, **defaults)]
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_a_program_survives_to_dict_json_from_dict(task):
+    import json
+
+    for program in make_programs(task, 3, 5, seed=1):
+        back = Program.from_dict(json.loads(json.dumps(program.to_dict())))
+        assert back == program and all(isinstance(span, tuple) for span in back.spans.values())

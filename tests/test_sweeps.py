@@ -301,6 +301,39 @@ def test_bad_sweep_file_is_one_line_and_exit_2(tmp_path, capsys):
         assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], lines
 
 
+MISLEADING_RUN = """
+import sys
+from bindexp.runs.cli import run_cli
+from bindexp.runs.settings import EvalSettings
+from bindexp.runs.tracking import Tracker
+
+def runner(settings):
+    with Tracker(settings, "eval") as tracker:
+        tracker.write_summary({"accuracy": 1.0})
+    print("results: /not/this/folder")  # what the runner once scraped, printed last
+    print("W&B run saved offline; upload it with: wandb sync /not/this/run")
+
+raise SystemExit(run_cli(EvalSettings, runner, sys.argv[1:]))
+"""
+
+
+def test_the_local_runner_learns_each_runs_folder_from_the_run_not_from_its_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    outputs = tmp_path / "runs"
+    config = {"name": "where", "method": "grid", "command": ["python", "-c", MISLEADING_RUN, "${args}"],
+              "parameters": {"seed": {"values": [0, 1]}, "output_dir": {"value": str(outputs)}}}
+    sweep = tmp_path / "where.yaml"
+    sweep.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'out'}", "--wandb_mode=disabled"]) == 0
+    state = list(json.loads((tmp_path / "out" / "where" / "state.json").read_text()).values())
+    folders = [Path(s["run_dir"]) for s in state]
+    assert sorted(folders) == sorted(p for p in outputs.iterdir()) and len(set(folders)) == 2
+    for seed, folder in enumerate(folders):
+        written = json.loads((folder / "config.json").read_text())
+        assert written["job_type"] == "eval" and written["settings"]["seed"] == seed
+        assert written["settings"]["group"] == "where"
+
+
 # ---------------------------------------------------------------- GPU workers
 
 

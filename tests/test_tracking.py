@@ -42,3 +42,21 @@ def test_wandb_mode_environment_variable_is_respected(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "dryrun")
     assert resolve_wandb_mode(None) == "offline"
     assert resolve_wandb_mode("online") == "online"  # an explicit setting wins
+
+
+def test_settings_that_are_not_run_settings_need_an_explicit_destination(tmp_path):
+    import json
+
+    import pytest
+
+    from bindexp.results.compare import CompareSettings
+    from bindexp.runs.tracking import Destination
+
+    settings = CompareSettings(group="g", out=str(tmp_path / "cmp"))
+    with pytest.raises(TypeError, match="destination"):
+        Tracker(settings, "compare")
+    with Tracker(settings, "compare", destination=Destination(wandb_mode="disabled", output_dir=str(tmp_path),
+                                                             run_name="c")) as tracker:
+        assert tracker.out_dir == tmp_path / "c"
+    written = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert written["job_type"] == "compare" and written["settings"]["group"] == "g"

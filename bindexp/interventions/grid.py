@@ -63,17 +63,15 @@ class Grid:
         return pd.DataFrame(rows)
 
     def plot(self, metric: str = "normalized_effect", ax: Any = None, title: str = ""):
-        """Heatmap of layers x columns (heads averaged for head grids); returns the figure."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        """Heatmap of layers x columns (heads averaged for head grids) on `ax` (default: a new figure,
+        made without pyplot, so no backend is touched); returns the figure."""
+        from matplotlib.figure import Figure
 
         values = self.mean[metric]
         if values.ndim == 3:
             values = np.nanmean(values, axis=2)
         if ax is None:
-            _, ax = plt.subplots(figsize=(max(4.0, 0.45 * values.shape[1] + 2), max(3.0, 0.22 * values.shape[0] + 1.5)))
+            ax = Figure(figsize=(max(4.0, 0.45 * values.shape[1] + 2), max(3.0, 0.22 * values.shape[0] + 1.5))).subplots()
         bound = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
         image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, origin="lower")
         columns = self.labels[self.axes[1]]

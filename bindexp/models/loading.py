@@ -17,20 +17,16 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from bindexp.errors import BindexpError
+from bindexp.errors import ModelError
+from bindexp.vocab import Quantization
 
-Quantization = Literal["4bit", "8bit"]
 BUNDLED = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen3")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelError(BindexpError):
-    """A model that cannot be loaded as asked. The message is one line, fit for a CLI."""
 
 
 @dataclasses.dataclass

@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bindexp.models.loading import ModelError
-
-SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out", "head")
+from bindexp.errors import ModelError
+from bindexp.vocab import SITES
 
 
 @dataclasses.dataclass(frozen=True)

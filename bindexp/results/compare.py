@@ -25,13 +25,14 @@ import pandas as pd
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bindexp.runs.cli import InputError
+from bindexp.errors import InputError
 from bindexp.results.records import RunFilter, RunRecord, api_records, local_records, usable
-from bindexp.runs.settings import StrList, WandbMode
-from bindexp.stats import mean_interval, moment_interval, wilson_interval
+from bindexp.runs.folder import GRID_ARRAYS, GRID_SIDECAR, HEATMAP_FILE, RESULTS_FILE
+from bindexp.runs.plots import new_figure, plot_accuracy
+from bindexp.runs.settings import StrList
+from bindexp.vocab import WandbMode
+from bindexp.stats import mean_interval, wilson_interval
 
-RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"
-GRID_FILE, GRID_SIDECAR = "grid.safetensors", "grid.json"
 DEFAULT_BY = ["model", "hops", "seq_len"]
 RUN_COLUMNS = ["run_id", "run_name", "group", "sweep"]
 CONFIG_COLUMNS = ["model", "task", "seed", "shots", "template", "systematic_only"]
@@ -70,10 +71,6 @@ class CompareSettings(BaseSettings):
             return Path(self.out)
         label = self.sweep or self.group or "-".join(self.tags) or self.job_type or "all"
         return Path("outputs") / "compare" / re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-
-    @property
-    def output_dir(self) -> str:  # what Tracker writes to when W&B is disabled
-        return str(self.out_dir)
 
     def where(self) -> RunFilter:
         return RunFilter(self.sweep, self.group, tuple(self.tags), self.job_type)
@@ -236,35 +233,26 @@ def _interval(low: float, high: float) -> str:
 
 
 def accuracy_plots(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Accuracy against seq_len: one panel per model (a line per hops), one panel per hops (a line per model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Accuracy against seq_len: one panel per model (a line per hops), one panel per hops (a line per model).
+    A group of one run has no interval over runs; it shows its pooled (Wilson) interval."""
+    table = table.assign(ci_low=table["ci_low"].where(table["ci_low"].notna(), table["pooled_ci_low"]),
+                         ci_high=table["ci_high"].where(table["ci_high"].notna(), table["pooled_ci_high"]))
     paths = []
     for panel, line in (("model", "hops"), ("hops", "model")):
         panels = list(pd.unique(table[panel]))
         if not panels:
             continue
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.3), squeeze=False, sharey=True)
+        figure = new_figure(4 * len(panels), 3.3)
+        axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)
         for ax, value in zip(axes[0], panels):
             part = table[_equal(table[panel], value)]
-            for label, series in part.groupby(line, dropna=False, sort=True):
-                series = series.sort_values("seq_len")
-                low = series["ci_low"].where(series["ci_low"].notna(), series["pooled_ci_low"])
-                high = series["ci_high"].where(series["ci_high"].notna(), series["pooled_ci_high"])
-                ax.errorbar(series["seq_len"].astype(float), series["accuracy"],
-                            yerr=[series["accuracy"] - low, high - series["accuracy"]],
-                            marker="o", capsize=3, label=f"{line}={_text(label[0] if isinstance(label, tuple) else label)}")
-            ax.set(title=f"{panel}={_text(value)}", xlabel="seq_len", ylim=(-0.02, 1.02))
+            plot_accuracy(ax, part, "seq_len", line)
+            ax.set(title=f"{panel}={_text(value)}", ylabel="")
             ax.set_xticks(sorted(float(v) for v in part["seq_len"].dropna().unique()))
-            ax.legend(fontsize=7)
         axes[0][0].set_ylabel("accuracy (mean over runs, 95% CI)")
-        fig.tight_layout()
+        figure.tight_layout()
         path = out_dir / f"accuracy_by_{panel}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        figure.savefig(path, dpi=110)
         paths.append(path)
     return paths
 
@@ -280,7 +268,7 @@ def load_grid(record: RunRecord) -> Any:
     """A patch run's grid (grid.safetensors + grid.json, downloaded first for API runs), or None."""
     from bindexp.interventions.grid import Grid
 
-    sidecar, arrays = record.file(GRID_SIDECAR), record.file(GRID_FILE)
+    sidecar, arrays = record.file(GRID_SIDECAR), record.file(GRID_ARRAYS)
     if sidecar is None or arrays is None or sidecar.parent != arrays.parent:
         return None
     return Grid.load(sidecar.parent)
@@ -293,10 +281,11 @@ def _signature(grid: Any) -> str:
 
 def average_grids(records: Sequence[RunRecord]) -> tuple[list[AveragedGrid], list[str]]:
     """Per model x hops (x site, method, counterfactual): each metric's mean over runs, cell by cell,
-    with its 95% interval over runs (`bindexp.stats.moment_interval`); a cell missing (nan) in a run
-    is averaged over the runs that have it. Only grids whose axes, labels and shapes match are
-    averaged together; others form their own set, with a warning. Returns (averages, warnings)."""
-    from bindexp.interventions.grid import Grid
+    with its 95% interval over runs (the runs' means streamed through a `GridAccumulator`); a cell
+    missing (nan) in a run is averaged over the runs that have it. Only grids whose axes, labels and
+    shapes match are averaged together; others form their own set, with a warning. Returns
+    (averages, warnings)."""
+    from bindexp.interventions.grid import GridAccumulator
 
     groups: dict[tuple[str, str], list[tuple[RunRecord, Any]]] = {}
     for record in records:
@@ -317,18 +306,12 @@ def average_grids(records: Sequence[RunRecord]) -> tuple[list[AveragedGrid], lis
     averaged, seen, named = [], {}, {}
     for (key_json, _), members in sorted(groups.items()):
         first = members[0][1]
-        mean, low, high, counts = {}, {}, {}, {}
-        for metric in first.metrics:
-            stack = np.stack([g.mean[metric] for _, g in members]).astype(np.float64)
-            finite = np.isfinite(stack)
-            counts[metric] = finite.sum(axis=0)
-            values = np.where(finite, stack, 0.0)
-            mean[metric], low[metric], high[metric] = moment_interval(values.sum(axis=0), (values**2).sum(axis=0),
-                                                                      counts[metric])
+        accumulator = GridAccumulator(first.axes, first.labels, first.metrics)
+        for _, member in members:
+            accumulator.add(member.mean)
         run_ids = [r.run_id for r, _ in members]
-        runs_with_any = np.max(np.stack(list(counts.values())), axis=0)
-        grid = Grid(axes=tuple(first.axes), labels=first.labels, mean=mean, ci_low=low, ci_high=high,
-                    n=runs_with_any, counts=counts, info={"runs": run_ids, "n_is": "runs per cell"})
+        grid = accumulator.grid({"runs": run_ids, "n_is": "runs per cell"})
+        grid.n = np.max(np.stack(list(grid.counts.values())), axis=0)  # runs with any metric in the cell
         loaded = json.loads(key_json)
         key = {k: loaded[k] for k in GRID_KEY}
         seen[key_json] = seen.get(key_json, 0) + 1
@@ -353,11 +336,8 @@ def write_grid(averaged: AveragedGrid, folder: Path) -> list[Path]:
     arrays_path, sidecar_path = averaged.grid.save(target, {**averaged.key, "runs": averaged.run_ids})
     metric = averaged.grid.metrics[0]
     figure = averaged.grid.plot(metric, title=f"{averaged.name}: mean of {len(averaged.run_ids)} runs")
-    figure.savefig(target / "heatmap.png", dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return [arrays_path, sidecar_path, target / "heatmap.png"]
+    figure.savefig(target / HEATMAP_FILE, dpi=110)
+    return [arrays_path, sidecar_path, target / HEATMAP_FILE]
 
 
 # ---------------------------------------------------------------- the runner
@@ -397,9 +377,11 @@ def run_compare(settings: CompareSettings, records: Sequence[RunRecord] | None =
 
 
 def _log_to_wandb(settings: CompareSettings, outcome: CompareOutcome) -> None:
-    from bindexp.runs.tracking import Tracker
+    from bindexp.runs.tracking import Destination, Tracker
 
-    with Tracker(settings, "compare") as tracker:  # type: ignore[arg-type] - has every field Tracker reads
+    destination = Destination(settings.wandb_mode, settings.project, settings.entity, settings.group,
+                              tuple(settings.tags), settings.run_name, str(settings.out_dir))
+    with Tracker(settings, "compare", destination=destination) as tracker:
         if not outcome.tidy.empty:
             tracker.log_table("tidy", outcome.tidy.astype(object).where(outcome.tidy.notna(), None))
             tracker.log_table("aggregate", outcome.aggregate.astype(object).where(outcome.aggregate.notna(), None))

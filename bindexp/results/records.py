@@ -6,8 +6,9 @@
 
 Local W&B run folders are read with `wandb leet inspect` (offline runs keep config and summary
 only in their `.wandb` log); folders written with W&B disabled are read from the files the run
-wrote. The API source filters on the server (`sweep`, `group`, `tags`, `jobType`), pages with
-`per_page`, and retries with exponential backoff when the server answers HTTP 429.
+wrote (`bindexp.runs.folder.RunFolder`: the job type and settings from config.json). The API
+source filters on the server (`sweep`, `group`, `tags`, `jobType`), pages with `per_page`, and
+retries with exponential backoff when the server answers HTTP 429.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+from bindexp.runs.folder import ERROR_FILE, GRID_SIDECAR, SUMMARY_FILE, RunFolder
 from bindexp.runs.tracking import wandb_cli
 
 T = TypeVar("T")
@@ -111,7 +113,7 @@ def run_folders(runs_dir: Path) -> tuple[list[Path], list[Path]]:
     for path in folders:  # (`latest-run` is a link to one of them)
         if any(path.glob("*.wandb")):
             wandb_runs.append(path)
-        elif (path / "summary.json").is_file() or (path / "grid.json").is_file():
+        elif RunFolder(path).is_run():
             plain.append(path)
     return wandb_runs, plain
 
@@ -139,7 +141,7 @@ def read_wandb_folder(path: Path) -> RunRecord:
         run_id=inspected.get("run_id") or path.name.rsplit("-", 1)[-1],
         name=inspected.get("name") or header.get("display_name") or None,
         source="local",
-        job_type=header.get("job_type") or None,
+        job_type=header.get("job_type") or RunFolder(path / "files").job_type,
         group=header.get("run_group") or None,
         tags=list(inspected.get("tags") or header.get("tags") or []),
         sweep=header.get("sweep_id") or None,
@@ -168,22 +170,29 @@ def _run_header(path: Path) -> dict[str, Any]:
 
 
 def read_plain_folder(path: Path, run_id: str | None = None, state: str | None = None) -> RunRecord:
-    """A results folder written with W&B disabled: settings from grid.json or results.jsonl."""
-    summary = _read_json(path / "summary.json") or {}
-    error = _read_json(path / "error.json") or {}
+    """A results folder written with W&B disabled: job type and settings from its config.json
+    (folders written before config.json existed: from grid.json, else results.jsonl)."""
+    folder = RunFolder(path)
+    summary = folder.read_json(SUMMARY_FILE) or {}
+    error = folder.read_json(ERROR_FILE) or {}
     if error.get("error"):
         summary.setdefault("error", error["error"])
-    sidecar = _read_json(path / "grid.json")
-    if sidecar is not None:
-        config, job_type = dict(sidecar.get("settings") or {}), "patch"
-    else:
-        config, job_type = _config_from_results(path / "results.jsonl"), "eval"
+    config, job_type = folder.settings(), folder.job_type
+    if config is None:
+        config, job_type = _config_without_config_file(folder)
     return RunRecord(
         run_id=run_id or path.name, name=path.name, source="files", job_type=job_type,
         group=config.get("group"), tags=list(config.get("tags") or []), sweep=None,
         state=state or ("finished" if summary else "unknown"), exit_code=None,
         config=config, summary=summary, files_dir=path,
     )
+
+
+def _config_without_config_file(folder: RunFolder) -> tuple[dict[str, Any], str]:
+    sidecar = folder.read_json(GRID_SIDECAR)
+    if sidecar is not None:
+        return dict(sidecar.get("settings") or {}), "patch"
+    return _config_from_results(folder.results), "eval"
 
 
 def _config_from_results(path: Path) -> dict[str, Any]:
@@ -196,13 +205,6 @@ def _config_from_results(path: Path) -> dict[str, Any]:
     config["hops"] = sorted({r["hops"] for r in rows if r.get("hops") is not None})
     config["seq_len"] = sorted({r["seq_len"] for r in rows})
     return config
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 # ---------------------------------------------------------------- the W&B API

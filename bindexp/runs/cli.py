@@ -8,17 +8,13 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence, TypeVar
 
-from bindexp.errors import BindexpError
+from bindexp.errors import BindexpError, InputError
 from bindexp.runs.settings import parse_settings
 
 S = TypeVar("S")
 
 EXIT_BAD_INPUT = 2
 EXIT_OUT_OF_MEMORY = 3
-
-
-class InputError(BindexpError):
-    """Bad input found after the settings parsed (a sweep file, an empty set of runs)."""
 
 
 def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequence[str] | None) -> int:

@@ -18,15 +18,13 @@ import pandas as pd
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, ModelError, check_model_name
 from bindexp.models.scoring import Score, candidate_token_ids, score_candidates, score_generate
-from bindexp.runs.reporting import accuracy_plot, accuracy_table, eval_summary
+from bindexp.runs.plots import save_accuracy_plot
+from bindexp.runs.reporting import accuracy_table, eval_summary
 from bindexp.runs.settings import EvalSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.tasks.program import Program, TaskError
 from bindexp.tasks.prompts import build_prompt, render_chat, template_spec
 from bindexp.tasks.registry import get_task, make_programs
-
-RESULTS_FILE = "results.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 @dataclasses.dataclass
@@ -148,19 +146,18 @@ def run_eval(settings: EvalSettings, cache: ModelCache = MODEL_CACHE) -> EvalOut
     with Tracker(settings, "eval") as tracker:
         lm = cache.get(settings.model, **settings.model_kwargs())
         tracker.update_config({"model_info": lm.describe()})
-        results_path = tracker.out_dir / RESULTS_FILE
-        results_path.unlink(missing_ok=True)
-        results = evaluate(lm, settings, results_path)
+        folder = tracker.folder
+        folder.results.unlink(missing_ok=True)
+        results = evaluate(lm, settings, folder.results)
         summary = eval_summary(results)
-        tracker.write_json(SUMMARY_FILE, summary)
-        plot_path = accuracy_plot(results, tracker.out_dir / "accuracy.png", title=lm.name)
-        tracker.set_summary(summary)
+        tracker.write_summary(summary)
+        plot_path = save_accuracy_plot(results, folder.accuracy_plot, title=lm.name)
         tracker.log_table("programs", results)
         for by in ("hops", "seq_len", "heuristic"):
             if results[by].notna().any():
                 tracker.log_table(f"accuracy_by_{by}", accuracy_table(results, [by]))
         tracker.log_image("accuracy_plot", plot_path)
         tracker.log_artifact(
-            "eval-results", [results_path, tracker.out_dir / SUMMARY_FILE], settings.model_dump(mode="json")
+            "eval-results", [folder.results, folder.summary], settings.model_dump(mode="json")
         )
         return EvalOutcome(results, summary, tracker.out_dir, tracker.run_dir)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.evaluate import run_eval
+from bindexp.runs.plots import new_figure, plot_accuracy
 from bindexp.runs.reporting import accuracy_table
 from bindexp.runs.settings import EvalSettings
 
@@ -32,18 +33,11 @@ class ExperimentResults:
         return accuracy_table(self.results, list(by))
 
     def plot_accuracy(self, x: str = "seq_len", ax: Any = None):
-        """Accuracy against `x` with 95% intervals, one line per model; returns the figure."""
-        import matplotlib.pyplot as plt
-
+        """Accuracy against `x` with 95% intervals, one line per model, on `ax` (default: a new
+        figure, made without pyplot); returns the figure."""
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
-        for model, group in self.results.groupby("model"):
-            table = accuracy_table(group, [x])
-            ax.errorbar(table[x], table["accuracy"],
-                        yerr=[table["accuracy"] - table["ci_low"], table["ci_high"] - table["accuracy"]],
-                        marker="o", capsize=3, label=model)
-        ax.set(xlabel=x, ylabel="accuracy", ylim=(-0.02, 1.02))
-        ax.legend(fontsize=8)
+            ax = new_figure(5, 3.5).subplots()
+        plot_accuracy(ax, accuracy_table(self.results, ["model", x]), x, line="model")
         return ax.figure
 
     def failures(self, *, model: str | None = None, seq_len: int | None = None,

@@ -22,6 +22,7 @@ from bindexp.interventions.pairs import pair_prompts
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, ModelError, check_model_name
 from bindexp.models.scoring import score_candidates
+from bindexp.runs.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE, SUMMARY_FILE
 from bindexp.runs.settings import PatchSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.runs.robust import load_robust_programs
@@ -30,9 +31,7 @@ from bindexp.tasks.program import Program, TaskError, derive_rng
 from bindexp.tasks.prompts import get_template
 from bindexp.tasks.registry import DIGITS, make_programs
 
-PAIRS_FILE = "pairs.jsonl"
 MAX_DRAW_FACTOR = 64  # with only_correct, look at up to this many candidate pairs per pair wanted
-HEATMAP_FILE = "heatmap.png"
 HEADLINE_METRIC = {"exact": "normalized_effect", "atp": "normalized_effect", "knockout": "p_drop"}
 CONTROL_METRIC = "p_original_change"  # distractor_value pairs share their answer: LD cannot move
 
@@ -196,9 +195,9 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
         if "atp_exact_spearman_top_k" in extra:
             value = extra["atp_exact_spearman_top_k"]
             summary["atp_exact_spearman_top_k"] = None if math.isnan(value) else value
-            extra["verify_table"].to_csv(tracker.out_dir / "atp_verify.csv", index=False)
+            extra["verify_table"].to_csv(tracker.out_dir / ATP_VERIFY_FILE, index=False)
             tracker.log_table("atp_verify", extra["verify_table"])
-        tracker.write_json("summary.json", summary)
+        tracker.write_json(SUMMARY_FILE, summary)
         tracker.set_summary(summary)
         tracker.log_table("grid", grid.to_frame())
         tracker.log_image("heatmap", heatmap)

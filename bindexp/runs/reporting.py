@@ -1,8 +1,7 @@
-"""Accuracy tables, summaries and plots from per-program results."""
+"""Accuracy tables and summaries from per-program results (the plot: bindexp.runs.plots)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
@@ -35,40 +34,16 @@ def eval_summary(results: pd.DataFrame) -> dict[str, Any]:
         if by in results and results[by].notna().any():
             table = accuracy_table(results, [by])
             summary[f"by_{by}"] = {
-                _key(row[by]): {k: row[k] for k in ("accuracy", "ci_low", "ci_high", "n")}
+                value_text(row[by]): {k: row[k] for k in ("accuracy", "ci_low", "ci_high", "n")}
                 for row in table.to_dict("records")
             }
     return summary
 
 
-def _key(value: Any) -> str:
+def value_text(value: Any) -> str:
+    """A value as a summary key or plot label: `2` for 2.0, `–` for None or NaN."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "–"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
-
-
-def accuracy_plot(results: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Accuracy against hops (one line per seq_len) with 95% intervals; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = "hops" if results["hops"].notna().any() else "seq_len"
-    series = "seq_len" if x == "hops" else None
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    groups = results.groupby(series) if series else [(None, results)]
-    for label, group in groups:
-        table = accuracy_table(group, [x])
-        ax.errorbar(
-            table[x], table["accuracy"],
-            yerr=[table["accuracy"] - table["ci_low"], table["ci_high"] - table["accuracy"]],
-            marker="o", capsize=3, label=f"{series}={_key(label)}" if series else None,
-        )
-    ax.set(xlabel=x, ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
-    if series:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

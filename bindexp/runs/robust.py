@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from bindexp.runs.folder import ROBUST_FILE, robust_meta_path
 from bindexp.runs.settings import EvalSettings, StrList
 from bindexp.tasks.program import Program
 
-ROBUST_FILE = "robust_programs.jsonl"
 ROBUST_FORMAT = """\
 One JSON object per line, one line per program every model answered correctly:
   task, hops (null for tasks without hops), seq_len, seed, index (position among the eval
@@ -87,38 +87,34 @@ def find_robust(settings: RobustSettings, cache: Any = None) -> RobustOutcome:
             lines += [_line(settings, condition.hops, i, condition.programs[i], margins[c_index][i]) for i in kept]
             counts.append({"hops": condition.hops, "seq_len": condition.seq_len, "candidates": len(condition.programs),
                            **{f"correct[{m}]": per_model[m][c_index] for m in settings.models}, "robust": len(kept)})
-        path = write_robust(lines, tracker.out_dir / ROBUST_FILE, settings, counts)
-        tracker.set_summary({"n_robust": len(lines), "n_candidates": sum(c["candidates"] for c in counts)})
-        tracker.log_artifact("robust-programs", [path, _meta_path(path)], settings.model_dump(mode="json"))
+        path = write_robust(lines, tracker.folder.robust, settings, counts)
+        tracker.write_summary({"n_robust": len(lines), "n_candidates": sum(c["candidates"] for c in counts)})
+        tracker.log_artifact("robust-programs", [path, robust_meta_path(path)], settings.model_dump(mode="json"))
     target = Path(settings.out)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.resolve() != path.resolve():
         shutil.copyfile(path, target)
-        shutil.copyfile(_meta_path(path), _meta_path(target))
+        shutil.copyfile(robust_meta_path(path), robust_meta_path(target))
     return RobustOutcome(lines, counts, target)
 
 
 def _line(settings: RobustSettings, hops: int | None, index: int, program: Program,
           margins: dict[str, float | None]) -> dict[str, Any]:
+    line = program.to_dict()  # task, text, answer, query_var, seq_len, seed, spans, meta
+    line["program"] = line.pop("text")
     return {
-        "task": program.task, "hops": hops, "seq_len": program.seq_len, "seed": program.seed, "index": index,
-        "program": program.text, "answer": program.answer, "answer_text": program.answer_text,
-        "query_var": program.query_var, "spans": {k: list(v) for k, v in program.spans.items()},
-        "meta": program.meta, "shots": settings.n_shots, "template": settings.template, "chat": settings.chat,
+        **line, "hops": hops, "index": index, "answer_text": program.answer_text,
+        "shots": settings.n_shots, "template": settings.template, "chat": settings.chat,
         "options": settings.task_options(), "models": list(settings.models), "margins": margins,
     }
-
-
-def _meta_path(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".jsonl") + ".meta.json")
 
 
 def write_robust(lines: list[dict[str, Any]], path: Path, settings: RobustSettings,
                  counts: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(line, default=str) + "\n" for line in lines))
-    _meta_path(path).write_text(json.dumps({"settings": settings.model_dump(mode="json"), "conditions": counts,
-                                            "format": ROBUST_FORMAT}, indent=1, default=str))
+    sidecar = {"settings": settings.model_dump(mode="json"), "conditions": counts, "format": ROBUST_FORMAT}
+    robust_meta_path(path).write_text(json.dumps(sidecar, indent=1, default=str))
     return path
 
 
@@ -133,9 +129,5 @@ def load_robust_programs(path: str | Path, *, hops: int | None = None, seq_len: 
     for line in read_robust(path):
         if (hops is not None and line["hops"] != hops) or (seq_len is not None and line["seq_len"] != seq_len):
             continue
-        programs.append(Program(
-            task=line["task"], text=line["program"], answer=line["answer"], query_var=line["query_var"],
-            seq_len=line["seq_len"], seed=line["seed"],
-            spans={role: tuple(span) for role, span in line["spans"].items()}, meta=line["meta"],
-        ))
+        programs.append(Program.from_dict({**line, "text": line["program"]}))
     return programs

@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 
 from bindexp.errors import BindexpError
+from bindexp.vocab import Dtype, GridColumns, Quantization, Scoring, Site, WandbMode
 from bindexp.tasks.binding import MAX_HOPS
 
 
@@ -34,7 +35,6 @@ def _none_list(value: Any) -> Any:
 
 StrList = Annotated[list[str], BeforeValidator(_plain_strings)]
 OptionalIntList = Annotated[list[int] | None, BeforeValidator(_none_list)]
-WandbMode = Literal["online", "offline", "disabled"]
 
 
 class RunSettings(BaseSettings):
@@ -51,8 +51,8 @@ class RunSettings(BaseSettings):
     model: str = Field("smollm2-135m", description="bundled name, local dir, .gguf file or hub id")
     revision: str | None = Field(None, description="hub branch, tag or commit")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    quantization: Literal["4bit", "8bit"] | None = None
+    dtype: Dtype = "auto"
+    quantization: Quantization | None = None
     trust_remote_code: bool = False
     seed: int = Field(0, description="programs, counterfactuals and sampling")
     model_seed: int = Field(0, description="weights of the tiny-random-* test models")
@@ -114,7 +114,7 @@ class EvalSettings(ProgramSettings):
     seq_len: list[int] = Field([16], description="program lengths; one run may cover several")
     num_programs: int = Field(100, ge=1, description="programs per (hops, seq_len) condition")
     chat: bool = Field(False, description="wrap the prompt in the tokenizer's chat template")
-    scoring: Literal["auto", "candidates", "generate"] = "auto"
+    scoring: Scoring = "auto"
     max_new_tokens: int = Field(8, ge=1)
 
     @field_validator("hops")
@@ -133,7 +133,6 @@ class EvalSettings(ProgramSettings):
         return lengths
 
 
-Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
 CounterfactualKind = Literal["root_value", "query_chain", "distractor_value", "chain_link"]
 
 
@@ -148,7 +147,7 @@ class PatchSettings(ProgramSettings):
     site: Site = "resid_pre"
     method: Literal["exact", "atp", "knockout"] = "exact"
     counterfactual: CounterfactualKind = "root_value"
-    positions: Literal["roles", "all"] = Field("roles", description="grid columns: token roles or every program token")
+    positions: GridColumns = Field("roles", description="grid columns: token roles or every program token")
     pairs_per_chunk: int = Field(8, ge=1, description="pairs held in memory at once")
     layers: OptionalIntList = Field(None, description="None: every layer")
     only_correct: bool = Field(True, description="keep pairs the model answers right on both sides")

@@ -1,14 +1,15 @@
 """W&B tracking that never costs a result.
 
 `Tracker` opens one W&B run (online with an API key, offline without, or none when disabled)
-and gives every runner a local folder, `out_dir`, that always exists: the run's own files folder
-when W&B runs, `output_dir/<run>` otherwise. Runners write results there first and log to W&B
-second; a W&B failure prints one warning and the run carries on.
+and gives every runner a local `RunFolder` (`folder`, at `out_dir`) that always exists: the run's
+own files folder when W&B runs, `output_dir/<run>` otherwise, with `config.json` (job type and
+settings) written first. Runners write results there first and log to W&B second; a W&B failure
+prints one warning and the run carries on.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import secrets
 import shutil
@@ -17,7 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import BaseModel
+
+from bindexp.runs.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce
 from bindexp.runs.settings import RunSettings
+from bindexp.vocab import JobType
 
 
 def wandb_cli() -> str:
@@ -42,36 +47,67 @@ def resolve_wandb_mode(requested: str | None) -> str:
         return "offline"
 
 
-class Tracker:
-    """A W&B run (or none) plus a local results folder. Use as a context manager."""
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    """Where a run goes: the W&B mode, project, group, tags and name, and the local folder used
+    when W&B is disabled or fails."""
 
-    def __init__(self, settings: RunSettings, job_type: str, config: dict[str, Any] | None = None):
+    wandb_mode: str | None = None
+    project: str = "bindexp"
+    entity: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+    run_name: str | None = None
+    output_dir: str = "outputs"
+
+    @classmethod
+    def of(cls, settings: RunSettings) -> "Destination":
+        return cls(settings.wandb_mode, settings.project, settings.entity, settings.group, tuple(settings.tags),
+                   settings.run_name, settings.output_dir)
+
+
+class Tracker:
+    """A W&B run (or none) plus a local run folder. Use as a context manager.
+
+    `settings` are logged whole (W&B config, config.json); `destination` says where the run goes,
+    by default the destination fields of a `RunSettings`."""
+
+    def __init__(self, settings: BaseModel, job_type: JobType, config: dict[str, Any] | None = None,
+                 destination: Destination | None = None):
+        if destination is None:
+            if not isinstance(settings, RunSettings):
+                raise TypeError(f"{type(settings).__name__} is not a RunSettings: pass destination=")
+            destination = Destination.of(settings)
         self.job_type = job_type
-        self.mode = resolve_wandb_mode(settings.wandb_mode)
+        self.mode = resolve_wandb_mode(destination.wandb_mode)
         self.run: Any = None
         self._warned = False
+        dumped = settings.model_dump(mode="json")
         if self.mode != "disabled":
-            self.run = self._call(lambda: self._init(settings, config or {}))
+            self.run = self._call(lambda: self._init(destination, {**dumped, **(config or {})}))
         if self.run is not None:
             self.out_dir = Path(self.run.dir)
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            name = settings.run_name or f"{job_type}-{stamp}-{secrets.token_hex(3)}"
-            self.out_dir = Path(settings.output_dir) / name
+            name = destination.run_name or f"{job_type}-{stamp}-{secrets.token_hex(3)}"
+            self.out_dir = Path(destination.output_dir) / name
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = RunFolder(self.out_dir)
+        self.folder.write_config(job_type, dumped, config)
+        announce(self.run_dir or self.out_dir, self.out_dir)
 
-    def _init(self, settings: RunSettings, config: dict[str, Any]):
+    def _init(self, destination: Destination, config: dict[str, Any]):
         import wandb
 
         return wandb.init(
-            project=settings.project,
-            entity=settings.entity,
-            group=settings.group,
-            tags=list(settings.tags),
-            name=settings.run_name,
+            project=destination.project,
+            entity=destination.entity,
+            group=destination.group,
+            tags=list(destination.tags),
+            name=destination.run_name,
             job_type=self.job_type,
             mode=self.mode,
-            config={**settings.model_dump(mode="json"), **config},
+            config=config,
         )
 
     def _call(self, action: Callable[[], Any]) -> Any:
@@ -90,6 +126,7 @@ class Tracker:
         return Path(self.run.dir).parent if self.run is not None else None
 
     def update_config(self, values: dict[str, Any]) -> None:
+        self.folder.add_to_config(values)
         if self.run is not None:
             self._call(lambda: self.run.config.update(values, allow_val_change=True))
 
@@ -140,8 +177,12 @@ class Tracker:
         self._call(action)
 
     def write_json(self, name: str, data: Any) -> Path:
-        path = self.out_dir / name
-        path.write_text(json.dumps(data, indent=2, default=str))
+        return self.folder.write_json(name, data)
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """The run's summary, on disk (summary.json) and in W&B."""
+        path = self.folder.write_json(SUMMARY_FILE, summary)
+        self.set_summary(summary)
         return path
 
     def finish(self, exit_code: int = 0) -> None:
@@ -161,5 +202,5 @@ class Tracker:
         if exc is not None:  # the reason goes into the run, so a sweep's failed runs explain themselves
             reason = f"{exc_type.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             self.set_summary({"error": reason})
-            self.write_json("error.json", {"error": reason})
+            self.folder.write_json(ERROR_FILE, {"error": reason})
         self.finish(exit_code=0 if exc_type is None else 1)

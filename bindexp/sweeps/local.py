@@ -7,7 +7,8 @@ Each run's command line is built by wandb's own `create_sweep_command_args` /
 the interpreter the YAML names replaced by this one. Runs are grouped under the sweep's `name`
 (`BINDEXP_GROUP`), write offline W&B runs (`WANDB_MODE=offline`), and are recorded in
 `<output_dir>/<name>/state.json`, keyed by their argument list: a second invocation skips the
-runs that finished (resume after a kill) and runs the failed ones again.
+runs that finished (resume after a kill) and runs the failed ones again. Each run tells where its
+folder is through a pointer file this runner names (`bindexp.runs.folder.announce`), beside its log.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -26,12 +26,12 @@ from typing import Any, Literal, TextIO
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
+from bindexp.runs.folder import POINTER_ENV, read_pointer
 from bindexp.sweeps.spec import agent_args, agent_command, expand, load_sweep, with_interpreter
+from bindexp.vocab import WandbMode
 
 STATE_FILE = "state.json"
 EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated"}
-_SYNC_LINE = re.compile(r"wandb sync (\S+)")
-_RESULTS_LINE = re.compile(r"^results: (\S+)")
 
 
 class LocalSweepSettings(BaseSettings):
@@ -45,7 +45,7 @@ class LocalSweepSettings(BaseSettings):
     count: int | None = Field(None, ge=1, description="random: configurations drawn (default run_cap); grid: first N")
     seed: int = Field(0, description="random search: the draws are fixed by this seed")
     max_runs: int | None = Field(None, ge=1, description="start at most this many runs now (like wandb agent --count)")
-    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb_mode: WandbMode = "offline"
     output_dir: str = Field("outputs/sweeps", description="state and logs go to <output_dir>/<sweep name>/")
     rerun_failed: bool = Field(True, description="run again the runs that failed last time")
     dry_run: bool = Field(False, description="print the command lines and run nothing")
@@ -143,7 +143,11 @@ def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> 
         print(f"{tag} {shlex.join(command)}", file=out, flush=True)
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         log = folder / "logs" / f"run-{index:04d}.log"
-        _execute(outcome, command, child_env(name, settings.wandb_mode), log, out)
+        pointer = log.with_suffix(".where.json")
+        pointer.unlink(missing_ok=True)
+        env = {**child_env(name, settings.wandb_mode), POINTER_ENV: str(pointer.absolute())}
+        _execute(outcome, command, env, log, out)
+        outcome.run_dir = (read_pointer(pointer) or {}).get("run_dir")
         state[key] = {
             "status": outcome.status, "returncode": outcome.returncode, "error": outcome.error,
             "args": args, "log": str(log), "run_dir": outcome.run_dir, "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -177,9 +181,6 @@ def _execute(outcome: RunOutcome, command: list[str], env: dict[str, str], log: 
                     proc.kill()
     outcome.returncode, outcome.log = proc.returncode, str(log)
     outcome.status = "finished" if proc.returncode == 0 else "failed"
-    for line in lines:
-        if (match := _SYNC_LINE.search(line)) or (match := _RESULTS_LINE.search(line)):
-            outcome.run_dir = match.group(1)
     if proc.returncode != 0:
         outcome.error = failure_reason(proc.returncode, lines)
 

@@ -10,14 +10,10 @@ import hashlib
 import random
 from typing import Any
 
-from bindexp.errors import BindexpError
+from bindexp.errors import TaskError
 
 Answer = int | bool
 Span = tuple[int, int]  # character offsets [start, end) into `Program.text`
-
-
-class TaskError(BindexpError):
-    """An impossible or malformed task request. The message is one line, fit for a CLI."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +50,15 @@ class Program:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Program":
+        """The inverse of `to_dict` (also after a JSON round trip: spans come back as tuples);
+        keys that are not fields are ignored."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["spans"] = {role: tuple(span) for role, span in values.get("spans", {}).items()}
+        return cls(**values)
 
 
 # The only names a generated program may use; nothing else from builtins is reachable.

@@ -1,0 +1,152 @@
+"""Every file a run writes or reads, named once: the run folder.
+
+    folder = RunFolder(tracker.out_dir)
+    folder.results                 # <folder>/results.jsonl
+    folder.job_type, folder.settings()   # from config.json
+
+A run's folder is the W&B run's files folder when W&B runs, else `<output_dir>/<run name>`.
+`Tracker` writes `config.json` first, before any result: the job type (eval, patch, robust,
+compare), the settings (`model_dump(mode="json")`) and what the run adds later (`extra`, e.g. the
+model's description). Readers go by it, not by which files happen to exist.
+
+A process that starts runs (the local sweep runner) learns where each run's folder is from a
+pointer file: it names the file in `$BINDEXP_RUN_POINTER`, and the run's Tracker writes
+`{"run_dir": ..., "files_dir": ...}` there as soon as the folder exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bindexp import __version__
+from bindexp.interventions.grid import GRID_ARRAYS, GRID_SIDECAR
+
+CONFIG_FILE = "config.json"  # every job: {"job_type", "settings", "extra", "bindexp_version"}
+SUMMARY_FILE = "summary.json"  # every job: the run's summary (the same values as W&B's)
+ERROR_FILE = "error.json"  # a run that raised: {"error": "<type>: <first line>"}
+RESULTS_FILE = "results.jsonl"  # eval: one JSON object per program
+ACCURACY_PLOT_FILE = "accuracy.png"  # eval
+PAIRS_FILE = "pairs.jsonl"  # patch: every pair's own values
+HEATMAP_FILE = "heatmap.png"  # patch
+ATP_VERIFY_FILE = "atp_verify.csv"  # patch with method=atp and verify_top_k
+ROBUST_FILE = "robust_programs.jsonl"  # robust: one program per line
+ROBUST_META_SUFFIX = ".meta.json"  # robust: the sidecar of a programs file, <name>.meta.json
+POINTER_ENV = "BINDEXP_RUN_POINTER"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    """A run's folder and the paths of its files."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def error(self) -> Path:
+        return self.path / ERROR_FILE
+
+    @property
+    def results(self) -> Path:
+        return self.path / RESULTS_FILE
+
+    @property
+    def accuracy_plot(self) -> Path:
+        return self.path / ACCURACY_PLOT_FILE
+
+    @property
+    def pairs(self) -> Path:
+        return self.path / PAIRS_FILE
+
+    @property
+    def heatmap(self) -> Path:
+        return self.path / HEATMAP_FILE
+
+    @property
+    def grid_arrays(self) -> Path:
+        return self.path / GRID_ARRAYS
+
+    @property
+    def grid_sidecar(self) -> Path:
+        return self.path / GRID_SIDECAR
+
+    @property
+    def atp_verify(self) -> Path:
+        return self.path / ATP_VERIFY_FILE
+
+    @property
+    def robust(self) -> Path:
+        return self.path / ROBUST_FILE
+
+    def is_run(self) -> bool:
+        """Whether a run (of any job, or an older run without config.json) wrote this folder."""
+        return any(p.is_file() for p in (self.config, self.summary, self.grid_sidecar))
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """Write `data` as `<folder>/<name>`; returns the path."""
+        path = self.path / name
+        path.write_text(json.dumps(data, indent=2, default=str))
+        return path
+
+    def read_json(self, name: str) -> Any:
+        """The JSON in `<folder>/<name>`, or None when it is missing or unreadable."""
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def write_config(self, job_type: str, settings: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        return self.write_json(CONFIG_FILE, {"job_type": job_type, "settings": settings, "extra": extra or {},
+                                             "bindexp_version": __version__})
+
+    def add_to_config(self, values: dict[str, Any]) -> None:
+        """Merge `values` into config.json's `extra` (what the run learns after it starts)."""
+        config = self.read_json(CONFIG_FILE)
+        if config is not None:
+            config["extra"] = {**config.get("extra", {}), **values}
+            self.write_json(CONFIG_FILE, config)
+
+    @property
+    def job_type(self) -> str | None:
+        """The job that wrote this folder, from config.json (None without one)."""
+        return (self.read_json(CONFIG_FILE) or {}).get("job_type")
+
+    def settings(self) -> dict[str, Any] | None:
+        """The run's settings and extras as one dict (W&B's config shape), None without config.json."""
+        config = self.read_json(CONFIG_FILE)
+        return None if config is None else {**config.get("settings", {}), **config.get("extra", {})}
+
+
+def robust_meta_path(path: Path) -> Path:
+    """The sidecar of a robust-programs file: `<name>.meta.json` beside `<name>.jsonl`."""
+    return path.with_name(path.name.removesuffix(".jsonl") + ROBUST_META_SUFFIX)
+
+
+def announce(run_dir: Path, files_dir: Path) -> None:
+    """Tell the process that started this one where the run is, if it asked (see the module doc)."""
+    target = os.environ.get(POINTER_ENV)
+    if target:
+        Path(target).write_text(json.dumps({"run_dir": str(run_dir.absolute()),
+                                            "files_dir": str(files_dir.absolute())}))
+
+
+def read_pointer(path: Path) -> dict[str, str] | None:
+    """What a run announced in the pointer file `path`: {"run_dir", "files_dir"}, or None."""
+    try:
+        pointer = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return pointer if isinstance(pointer, dict) else None

@@ -1,0 +1,32 @@
+"""The words settings, runners and models share, each defined once. No torch, no bindexp imports.
+
+Each vocabulary is a `Literal` type (what pydantic settings validate against) and the tuple of
+its values (what code loops over and error messages list), the tuple derived from the type.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
+SITES: tuple[str, ...] = get_args(Site)  # intervention sites, mapped per family in bindexp.models.sites
+
+JobType = Literal["eval", "patch", "robust", "compare"]
+JOB_TYPES: tuple[str, ...] = get_args(JobType)  # W&B job_type and config.json's job_type
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
+
+Quantization = Literal["4bit", "8bit"]
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+
+WandbMode = Literal["online", "offline", "disabled"]
+WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
+
+Scoring = Literal["auto", "candidates", "generate"]
+SCORINGS: tuple[str, ...] = get_args(Scoring)
+
+GridColumns = Literal["roles", "all"]  # a patch grid's columns: token roles or every program token
+GRID_COLUMNS: tuple[str, ...] = get_args(GridColumns)
+
+DIGITS: tuple[str, ...] = tuple(str(d) for d in range(10))  # candidate answers of digit-valued tasks

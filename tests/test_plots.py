@@ -1,0 +1,65 @@
+"""The one accuracy plotter: the points it draws, and plotting never switches matplotlib's backend."""
+
+import ast
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from bindexp.interventions.grid import Grid
+from bindexp.results.compare import accuracy_plots, aggregate
+from bindexp.runs.experiment import ExperimentResults
+from bindexp.runs.plots import new_figure, plot_accuracy, save_accuracy_plot
+from bindexp.runs.reporting import accuracy_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# hops 1: 1 of 2 right, hops 2: 2 of 2 right (seq_len 4); hops 1: 0 of 1 right (seq_len 6)
+RESULTS = pd.DataFrame({"model": ["m"] * 5, "hops": [1, 1, 2, 2, 1], "seq_len": [4, 4, 4, 4, 6],
+                        "correct": [True, False, True, True, False]})
+
+
+def test_plot_accuracy_draws_one_line_per_value_with_the_accuracies():
+    ax = new_figure(4, 3).subplots()
+    plot_accuracy(ax, accuracy_table(RESULTS, ["seq_len", "hops"]), "hops", line="seq_len")
+    lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # one errorbar set per line
+    assert set(lines) == {"seq_len=4", "seq_len=6"} == {t.get_text() for t in ax.get_legend().get_texts()}
+    assert list(lines["seq_len=4"].get_xdata()) == [1.0, 2.0] and list(lines["seq_len=4"].get_ydata()) == [0.5, 1.0]
+    assert list(lines["seq_len=6"].get_ydata()) == [0.0]
+
+
+def test_plotting_keeps_the_backend_of_the_caller(tmp_path):
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        save_accuracy_plot(RESULTS, tmp_path / "accuracy.png", title="m")
+        ExperimentResults(RESULTS).plot_accuracy(x="seq_len")
+        tidy = RESULTS.assign(run_id="r", n=1, correct=RESULTS["correct"].astype(int))
+        accuracy_plots(aggregate(tidy, ["model", "hops", "seq_len"]), tmp_path)
+        values = {"normalized_effect": np.array([[0.0, 1.0], [0.5, 0.25]])}
+        grid = Grid(("layer", "role"), {"layer": [0, 1], "role": ["a", "b"]}, values, values, values, np.ones((2, 2)))
+        grid.plot().savefig(tmp_path / "heatmap.png")
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)
+    for name in ("accuracy.png", "accuracy_by_model.png", "accuracy_by_hops.png", "heatmap.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_no_library_module_switches_the_backend():
+    calls = []
+    for path in (ROOT / "bindexp").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "use"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "matplotlib"):
+                calls.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not calls, f"matplotlib.use in the library: {calls}"
+
+
+@pytest.mark.parametrize("value, text", [(2.0, "2"), (np.nan, "–"), (None, "–"), ("qwen", "qwen"), (2.5, "2.5")])
+def test_labels_of_values(value, text):
+    from bindexp.runs.reporting import value_text
+
+    assert value_text(value) == text
