@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bindexp.interventions.grid import Grid
-from bindexp.interventions.grids import patch_grid, role_columns
+from bindexp.interventions.exact import patch_grid
+from bindexp.tasks.binding import role_columns
 from bindexp.interventions.metrics import AnswerTokens, cell_metrics
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs

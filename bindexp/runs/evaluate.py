@@ -52,7 +52,7 @@ def eval_conditions(settings: EvalSettings) -> list[Condition]:
     spec = get_task(settings.task)
     get_template(settings.template)
     options = settings.task_options()
-    hops_axis: list[int | None] = list(settings.hops) if spec.name == "binding" else [None]
+    hops_axis: list[int | None] = list(settings.hops) if "hops" in spec.axes else [None]
     conditions = []
     for hops, seq_len in itertools.product(hops_axis, settings.seq_len):
         cell_options = {**options, "hops": hops} if hops is not None else options

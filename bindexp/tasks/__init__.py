@@ -11,7 +11,8 @@ from bindexp.tasks.prompts import (
     render_chat,
     template_names,
 )
-from bindexp.tasks.registry import TaskSpec, get_task, make_programs, register_task, task_names
+from bindexp.tasks.interface import TaskSpec
+from bindexp.tasks.registry import get_task, make_programs, register_task, task_names
 
 __all__ = [
     "BindingOptions",
