@@ -94,3 +94,40 @@ def test_binding_pairs_are_byte_identical_to_main(key):
     pairs = make_pairs(kind, 20, 8, 1, hops=hops, rebinding=rebinding)
     text = json.dumps([dataclasses.asdict(p) for p in pairs], sort_keys=True)
     assert hashlib.sha256(text.encode()).hexdigest() == PINNED_DIGESTS[key]
+
+
+COUNTER_ITEMS = re.compile(r"items = \[(.*)\]")
+
+
+@pytest.mark.parametrize("kind", ["item_value", "distractor_item", "target_value"])
+def test_counter_pairs_edit_one_digit_with_python_answers(kind):
+    pairs = make_pairs(kind, 20, 6, 3, task="counter")
+    assert len(pairs) == 20
+    for pair in pairs:
+        a, b = pair.original.text, pair.counterfactual.text
+        assert [i for i in range(len(a)) if a[i] != b[i]] == [pair.changed_at]
+        assert pair.original.answer == _run(a) and pair.counterfactual.answer == _run(b)
+        items = [int(x) for x in COUNTER_ITEMS.match(a).group(1).split(", ")]
+        target = int(re.search(r"if v == (\d+):", a).group(1))
+        assert pair.original.answer == items.count(target)
+        first_line = a.split("\n")[0]
+        if kind == "target_value":
+            assert a[pair.changed_at] == str(target) and a.index("if v == ") < pair.changed_at
+        else:
+            # the edited character is a list item on the first line: matching the target or not
+            index = [m.start() for m in re.finditer(r"\d", first_line)].index(pair.changed_at)
+            assert (items[index] == target) == (kind == "item_value")
+            assert index == next(i for i, x in enumerate(items) if (x == target) == (kind == "item_value"))
+        if kind == "distractor_item":
+            assert pair.counterfactual.answer == pair.original.answer  # the control
+        else:
+            assert pair.counterfactual.answer != pair.original.answer
+
+
+def test_counter_pairs_are_seeded_and_counter_takes_no_binding_kind():
+    first = make_pairs("item_value", 5, 5, 1, task="counter")
+    assert [p.to_dict() for p in first] == [p.to_dict() for p in make_pairs("item_value", 5, 5, 1, task="counter")]
+    with pytest.raises(TaskError, match="unknown counterfactual 'root_value'"):
+        make_pairs("root_value", 1, 5, 0, task="counter")
+    with pytest.raises(TaskError, match="cannot be patched"):
+        make_pairs("root_value", 1, 5, 0, task="loop")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import string
 
 import pytest
@@ -228,3 +229,24 @@ def test_written_out_defaults_draw_the_same_programs():
     plain = [p.text for p in make_programs("binding", 5, 8, 3)]
     assert plain == [p.text for p in make_programs("binding", 5, 8, 3, hops=1)]
     assert plain == [p.text for p in make_programs("binding", 5, 8, 3, **defaults)]
+
+
+def test_a_registered_task_becomes_patchable_through_its_declaration():
+    from bindexp.tasks.counterfactuals import make_pairs
+    from bindexp.tasks.interface import DIGITS, CounterfactualKind
+    from bindexp.tasks.registry import patchable_tasks
+
+    def mine(length, rng):
+        value = rng.randint(0, 9)
+        return f"x = {value}\n#x: ", value
+
+    def reanalyse(program, text):
+        return dataclasses.replace(program, text=text, answer=int(text[4]))
+
+    edit = CounterfactualKind("value", lambda p, rng: (4, str((int(p.text[4]) + 1) % 10)), changes_answer=True)
+    register_task("mine_patchable", mine, counterfactuals={"value": edit}, reanalyse=reanalyse,
+                  pair_candidates=DIGITS, role_columns=lambda programs: ["value", "final"])
+    assert "mine_patchable" in patchable_tasks() and "loop" not in patchable_tasks()
+    pairs = make_pairs("value", 3, 1, 0, task="mine_patchable")
+    assert [(p.original.answer + 1) % 10 for p in pairs] == [p.counterfactual.answer for p in pairs]
+    assert all(p.changed_at == 4 and p.original.text[:4] == "x = " for p in pairs)

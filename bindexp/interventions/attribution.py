@@ -10,7 +10,7 @@ patching (`verify_top_cells`) and report the rank agreement.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,6 @@ from bindexp.models.loading import LoadedModel
 from bindexp.models.sites import SiteMap
 from bindexp.models.tracing import after_prefix, site_activation
 from bindexp.tasks.counterfactuals import CounterfactualPair
-from bindexp.tasks.program import Program
 
 ATP_METRICS = ("normalized_effect", "logit_diff")
 
@@ -49,20 +48,13 @@ def _site_pass(lm: LoadedModel, sites: SiteMap, site: str, ids: list[int], prefi
     return stacked, float(ld.detach()), grad
 
 
-def attribution_grid(
-    lm: LoadedModel,
-    pairs: Sequence[CounterfactualPair],
-    *,
-    site: str = "resid_pre",
-    shots: Sequence[Program] = (),
-    template: str = "raw",
-    columns: str = "roles",
-    layers: Sequence[int] | None = None,
-    progress: bool = False,
-) -> Grid:
-    """AtP estimates of LD and normalized effect for every (layer, column[, head]) cell."""
-    plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns, layers=layers)
-    return estimate_cells(plan, progress=progress)
+def attribution_grid(lm: LoadedModel, pairs: Sequence[CounterfactualPair], *, progress: bool = False,
+                     **plan_args: Any) -> Grid:
+    """AtP estimates of LD and normalized effect for every (layer, column[, head]) cell.
+
+    plan_args: `plan_grid`'s keywords (site, shots, template, columns, layers).
+    """
+    return estimate_cells(plan_grid(lm, pairs, **plan_args), progress=progress)
 
 
 def atp_method(plan: GridPlan, options: MethodOptions) -> MethodResult:

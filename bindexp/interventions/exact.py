@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -43,19 +43,15 @@ def patch_grid(
     template: str = "raw",
     columns: str = "roles",
     layers: Sequence[int] | None = None,
-    cells_per_forward: int = 32,
-    pairs_per_chunk: int = 8,
-    stream_path: Path | None = None,
-    only: Collection[tuple] | None = None,
-    progress: bool = False,
+    **driver: Any,
 ) -> Grid:
     """Exact patching of every (layer, column[, head]) cell for every pair, averaged.
 
-    only: restrict to these cells, given as label tuples (layer, column[, head]); others are NaN.
+    driver: `patch_cells`'s keywords: cells_per_forward, pairs_per_chunk, stream_path, progress, and
+    only (restrict to these cells, given as label tuples (layer, column[, head]); others are NaN).
     """
     plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns, layers=layers)
-    return patch_cells(plan, cells_per_forward=cells_per_forward, pairs_per_chunk=pairs_per_chunk,
-                       stream_path=stream_path, only=only, progress=progress)
+    return patch_cells(plan, **driver)
 
 
 def patch_cells(
