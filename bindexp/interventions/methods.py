@@ -60,5 +60,6 @@ METHODS: dict[str, Method] = {
     "exact": Method("bindexp.interventions.exact:exact_method", "normalized_effect"),
     "atp": Method("bindexp.interventions.attribution:atp_method", "normalized_effect"),
     "knockout": Method("bindexp.interventions.knockout:knockout_method", "p_drop"),
+    "zero_ablation": Method("bindexp.interventions.zero_ablation:zero_ablation", "p_original_change", "columns"),
 }
 METHOD_NAMES = tuple(METHODS)
