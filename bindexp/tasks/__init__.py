@@ -13,6 +13,7 @@ from bindexp.tasks.prompts import (
 )
 from bindexp.tasks.interface import TaskSpec
 from bindexp.tasks.registry import get_task, make_programs, register_task, task_names
+from bindexp.tasks.tracing import analyse_counter
 
 __all__ = [
     "BindingOptions",
@@ -20,6 +21,7 @@ __all__ = [
     "TaskError",
     "TaskSpec",
     "analyse_binding",
+    "analyse_counter",
     "binding_program",
     "build_prompt",
     "execute_query",
