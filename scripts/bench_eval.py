@@ -16,7 +16,7 @@ import torch
 from bindexp.models import load_model, score_candidates, score_generate
 from bindexp.models.scoring import candidate_token_ids
 from bindexp.tasks import build_prompt, make_programs
-from bindexp.vocab import DIGITS
+from bindexp.tasks.interface import DIGITS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

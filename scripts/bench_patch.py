@@ -15,8 +15,8 @@ import time
 import torch
 
 from bindexp.interventions.attribution import attribution_grid, spearman
-from bindexp.interventions.grids import patch_grid
-from bindexp.interventions.pairs import tokenize_pairs
+from bindexp.interventions.exact import patch_grid
+from bindexp.interventions.plan import tokenize_pairs
 from bindexp.models import load_model
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs

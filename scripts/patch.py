@@ -2,6 +2,7 @@
 
     python scripts/patch.py --model=smollm2-135m --hops=2 --seq_len=16 --num_programs=20 --seed=0 \
         --site=resid_pre --method=exact --counterfactual=root_value
+    python scripts/patch.py --model=smollm2-135m --task=counter --seq_len=5 --counterfactual=item_value
 
 Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment variable.
 """
@@ -11,18 +12,20 @@ from __future__ import annotations
 from bindexp.runs.cli import run_cli
 from bindexp.runs.patch import run_patch
 from bindexp.runs.settings import PatchSettings
+from bindexp.tasks.registry import get_task
 
 
 def _run_and_print(settings: PatchSettings) -> None:
     outcome = run_patch(settings)
     summary = outcome.summary
-    print(f"\n{settings.method} patching of {settings.model}, site {settings.site}, "
-          f"{summary['pairs_used']} {settings.counterfactual} pairs, hops={settings.hops}:")
+    axes = "".join(f", {axis}={getattr(settings, axis)}" for axis in get_task(settings.task).axes)
+    print(f"\n{settings.method} patching of {settings.model} on {settings.task}, site {settings.site}, "
+          f"{summary['pairs_used']} {settings.counterfactual} pairs{axes}:")
     print(f"{'column':<20}{'best layer':>11}{summary['metric']:>20}")
     for column, best in summary["best_layer_by_column"].items():
         print(f"{column:<20}{best['layer']:>11}{best[summary['metric']]:>20.3f}")
     if "handoff_layer" in summary:
-        print(f"effect passes from root_value to final at layer: {summary['handoff_layer']}")
+        print(f"effect passes from {get_task(settings.task).value_role} to final at layer: {summary['handoff_layer']}")
     print(f"heatmap: {outcome.out_dir / 'heatmap.png'}")
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bindexp.interventions.attribution import attribution_grid, compare_cells, spearman, top_cells
-from bindexp.interventions.grids import patch_grid
+from bindexp.interventions.exact import patch_grid
 from bindexp.models import load_model
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs

@@ -58,7 +58,7 @@ def test_quantized_loading_scores(tmp_path, bits):
 def test_patch_grid_on_cuda_matches_cpu():
     import numpy as np
 
-    from bindexp.interventions.grids import patch_grid
+    from bindexp.interventions.exact import patch_grid
     from bindexp.tasks.counterfactuals import make_pairs
 
     pairs = make_pairs("root_value", 3, 6, 0, hops=2)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bindexp.interventions.grid import Grid
-from bindexp.interventions.grids import patch_grid, role_columns
+from bindexp.interventions.exact import patch_grid
+from bindexp.tasks.binding import role_columns
 from bindexp.interventions.metrics import AnswerTokens, cell_metrics
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
@@ -84,3 +85,17 @@ def test_metrics_by_hand():
     assert metrics["p_original_change"][0] == pytest.approx(0.0, abs=1e-7)
     assert metrics["p_original_change"][1] == pytest.approx(float(torch.softmax(logits[1], -1)[2]) - p_clean)
     assert torch.isnan(cell_metrics(logits, answer, clean, ld_cf=-2.0)["normalized_effect"]).all()
+
+
+def test_counter_pairs_patch_from_the_notebook_api(tiny_llama, tmp_path):
+    pairs = make_pairs("item_value", 4, 5, 0, task="counter")
+    stream = tmp_path / "pairs.jsonl"
+    grid = patch_grid(tiny_llama, pairs, site="resid_pre", stream_path=stream)
+    assert grid.axes == ("layer", "role")
+    assert grid.labels["role"] == ["match_item", "other_item", "target", "query_var", "final"]
+    records = [json.loads(line) for line in stream.read_text().splitlines()]
+    assert [r["original"] for r in records] == [p.original.text for p in pairs]
+    # the edited item is the only token that differs: writing it at layer 0 is the whole counterfactual run
+    edited = grid.labels["role"].index("match_item")
+    np.testing.assert_allclose(grid.mean["logit_diff"][0, edited], np.mean([r["ld_cf"] for r in records]), atol=1e-4)
+    assert (grid.n[:, edited] == 4).all()

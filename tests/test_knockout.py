@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bindexp.interventions.knockout import knockout_grid, knockout_logits
-from bindexp.interventions.pairs import tokenize_pairs
+from bindexp.interventions.plan import tokenize_pairs
 from bindexp.tasks.counterfactuals import make_pairs
 
 

@@ -126,3 +126,28 @@ def test_out_of_range_layers_fail_before_any_run(tmp_path, argv):
                           *argv], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "wandb").exists()
+
+
+def test_counter_task_patches_from_the_cli(tmp_path, capsys):
+    argv = ["--model=tiny-random-llama", "--task=counter", "--counterfactual=item_value", "--seq_len=4",
+            "--num_programs=3", "--shots=1", "--only_correct=False", "--progress=False", "--wandb_mode=disabled",
+            f"--output_dir={tmp_path}"]
+    assert _main(argv) == 0
+    (sidecar,) = tmp_path.rglob("grid.json")
+    grid = Grid.load(sidecar.parent)
+    assert grid.labels["role"] == ["match_item", "other_item", "target", "query_var", "final"]
+    assert grid.n.max() == 3 and json.loads(sidecar.read_text())["settings"]["task"] == "counter"
+    records = [json.loads(line) for line in (sidecar.parent / "pairs.jsonl").read_text().splitlines()]
+    assert all(r["original"].startswith("items = [") and r["kind"] == "item_value" for r in records)
+    assert "on counter" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--task=counter", "--counterfactual=root_value"], "unknown counterfactual 'root_value' for task 'counter'"),
+    (["--task=loop"], "cannot be patched"),
+])
+def test_patch_settings_read_the_task_declaration(argv, fragment):
+    from bindexp.runs.settings import SettingsParseError, parse_settings
+
+    with pytest.raises(SettingsParseError, match=fragment):
+        parse_settings(PatchSettings, TINY + argv)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from bindexp.interventions.pairs import prepare_pairs, shared_prefix_length, tokenize_pairs
+from bindexp.interventions.plan import shared_prefix_length, tokenize_pairs
+from bindexp.interventions.prepared import prepare_pairs
 from bindexp.interventions.patching import Cell, patched_logits
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.sites import SITES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import string
 
 import pytest
@@ -237,3 +238,24 @@ def test_a_program_survives_to_dict_json_from_dict(task):
     for program in make_programs(task, 3, 5, seed=1):
         back = Program.from_dict(json.loads(json.dumps(program.to_dict())))
         assert back == program and all(isinstance(span, tuple) for span in back.spans.values())
+
+
+def test_a_registered_task_becomes_patchable_through_its_declaration():
+    from bindexp.tasks.counterfactuals import make_pairs
+    from bindexp.tasks.interface import DIGITS, CounterfactualKind
+    from bindexp.tasks.registry import patchable_tasks
+
+    def mine(length, rng):
+        value = rng.randint(0, 9)
+        return f"x = {value}\n#x: ", value
+
+    def reanalyse(program, text):
+        return dataclasses.replace(program, text=text, answer=int(text[4]))
+
+    edit = CounterfactualKind("value", lambda p, rng: (4, str((int(p.text[4]) + 1) % 10)), changes_answer=True)
+    register_task("mine_patchable", mine, counterfactuals={"value": edit}, reanalyse=reanalyse,
+                  pair_candidates=DIGITS, role_columns=lambda programs: ["value", "final"])
+    assert "mine_patchable" in patchable_tasks() and "loop" not in patchable_tasks()
+    pairs = make_pairs("value", 3, 1, 0, task="mine_patchable")
+    assert [(p.original.answer + 1) % 10 for p in pairs] == [p.counterfactual.answer for p in pairs]
+    assert all(p.changed_at == 4 and p.original.text[:4] == "x = " for p in pairs)

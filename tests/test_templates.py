@@ -88,3 +88,14 @@ def test_candidates_scoring_refuses_a_reasoning_template(tmp_path):
     with pytest.raises(TaskError, match="scoring=generate"):
         run_eval(settings)
     assert not (tmp_path / "out").exists()
+
+
+def test_patching_refuses_a_reasoning_template_before_loading(tmp_path):
+    from bindexp.runs.patch import run_patch
+    from bindexp.runs.settings import PatchSettings
+
+    settings = PatchSettings(model="tiny-random-llama", template="step_by_step", wandb_mode="disabled",
+                             output_dir=str(tmp_path / "out"), seq_len=6)
+    with pytest.raises(TaskError, match="next token"):
+        run_patch(settings)
+    assert not (tmp_path / "out").exists()

@@ -9,21 +9,23 @@ patching (`verify_top_cells`) and report the rank agreement.
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from bindexp.interventions.exact import patch_cells
 from bindexp.interventions.grid import Grid
-from bindexp.interventions.grids import plan_grid
+from bindexp.interventions.methods import MethodOptions, MethodResult, Verification
 from bindexp.interventions.metrics import logit_diff, normalized_effect
-from bindexp.interventions.pairs import TokenizedPair, site_value
+from bindexp.interventions.plan import GridPlan, TokenizedPair, plan_grid
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel
 from bindexp.models.sites import SiteMap
+from bindexp.models.tracing import after_prefix, site_activation
 from bindexp.tasks.counterfactuals import CounterfactualPair
-from bindexp.tasks.program import Program
 
 ATP_METRICS = ("normalized_effect", "logit_diff")
 
@@ -31,15 +33,13 @@ ATP_METRICS = ("normalized_effect", "logit_diff")
 def _site_pass(lm: LoadedModel, sites: SiteMap, site: str, ids: list[int], prefix: SharedPrefix | None,
                with_grad: bool, answer) -> tuple[torch.Tensor, float, torch.Tensor | None]:
     """Site activations [layers, T - start, width] and LD of one prompt; with its gradient."""
-    start = prefix.length if prefix else 0
-    tensor = torch.tensor([ids[start:]], device=lm.device)
-    positions = torch.arange(start, len(ids), device=lm.device)[None]
+    tensor, positions, cache = after_prefix([ids], prefix, lm.device)
     acts = []
     with torch.set_grad_enabled(with_grad):
-        with lm.traced.trace(tensor, position_ids=positions, past_key_values=prefix.cache_for(1) if prefix else None,
+        with lm.traced.trace(tensor, position_ids=positions, past_key_values=cache,
                              use_cache=prefix is not None, logits_to_keep=1):
             for layer in range(sites.n_layers):
-                acts.append(site_value(sites, lm.traced, site, layer).save())
+                acts.append(site_activation(sites, lm.traced, site, layer).save())
             logits = lm.traced.output.logits.save()
         ld = logit_diff(logits[0, -1].float(), answer)
         grads = torch.autograd.grad(ld, acts) if with_grad else None
@@ -48,22 +48,33 @@ def _site_pass(lm: LoadedModel, sites: SiteMap, site: str, ids: list[int], prefi
     return stacked, float(ld.detach()), grad
 
 
-def attribution_grid(
-    lm: LoadedModel,
-    pairs: Sequence[CounterfactualPair],
-    *,
-    site: str = "resid_pre",
-    shots: Sequence[Program] = (),
-    template: str = "raw",
-    columns: str = "roles",
-    layers: Sequence[int] | None = None,
-    progress: bool = False,
-) -> Grid:
-    """AtP estimates of LD and normalized effect for every (layer, column[, head]) cell."""
+def attribution_grid(lm: LoadedModel, pairs: Sequence[CounterfactualPair], *, progress: bool = False,
+                     **plan_args: Any) -> Grid:
+    """AtP estimates of LD and normalized effect for every (layer, column[, head]) cell.
+
+    plan_args: `plan_grid`'s keywords (site, shots, template, columns, layers).
+    """
+    return estimate_cells(plan_grid(lm, pairs, **plan_args), progress=progress)
+
+
+def atp_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
+    """AtP estimates; with verify_top_k, its largest cells re-checked by exact patching."""
+    grid = estimate_cells(plan, progress=options.progress)
+    if not options.verify_top_k:
+        return MethodResult(grid)
+    cells = top_cells(grid, options.verify_top_k)
+    exact = patch_cells(dataclasses.replace(plan, layers=sorted({c[0] for c in cells})), only=set(cells),
+                        cells_per_forward=options.cells_per_forward, progress=options.progress)
+    table = compare_cells(grid, exact, cells)
+    return MethodResult(grid, Verification(table, spearman(table["atp"].to_numpy(), table["exact"].to_numpy())))
+
+
+def estimate_cells(plan: GridPlan, progress: bool = False) -> Grid:
+    """The plan's cells estimated from one clean forward + backward and one counterfactual forward per pair."""
     from tqdm.auto import tqdm
 
-    plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns, layers=layers)
-    sites = SiteMap.of(lm.model, lm.family)
+    lm, site = plan.lm, plan.site
+    sites = lm.sites
     accumulator = plan.accumulator(ATP_METRICS)
     tokenized, labels, column_map, heads, start, prefix = (plan.tokenized, plan.labels, plan.column_map, plan.heads,
                                                           plan.start, plan.prefix)

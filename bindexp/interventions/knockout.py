@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from bindexp.interventions.grid import Grid, GridAccumulator
-from bindexp.interventions.pairs import TokenizedPair, shared_prefix_length, tokenize_pairs
+from bindexp.interventions.methods import MethodOptions, MethodResult
+from bindexp.interventions.plan import GridPlan, TokenizedPair, plan_grid
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel, ModelError
-from bindexp.models.sites import SiteMap
+from bindexp.models.tracing import after_prefix
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 
@@ -31,15 +32,14 @@ def knockout_logits(lm: LoadedModel, item: TokenizedPair, blocks: Sequence[Block
     implementation = getattr(lm.model.config, "_attn_implementation", "sdpa")
     if implementation not in ("eager", "sdpa"):
         raise ModelError(f"attention knockout needs eager or sdpa attention, not {implementation!r}")
-    sites = SiteMap.of(lm.model, lm.family)
+    sites = lm.sites
     start = prefix.length if prefix else 0
     rows, total = len(blocks), len(item.ids)
     window = getattr(lm.model.config.get_text_config(), "sliding_window", None)
     if window and total > window:
         raise ModelError(f"knockout replaces the attention mask, which would drop this model's sliding window "
                          f"({window} tokens) on a {total}-token prompt; use shorter prompts")
-    ids = torch.tensor([item.ids[start:]], device=lm.device).expand(rows, -1)
-    positions = torch.arange(start, total, device=lm.device).expand(rows, -1)
+    ids, positions, cache = after_prefix([item.ids] * rows, prefix, lm.device)
     queries = torch.arange(start, total, device=lm.device)[:, None]
     causal = torch.arange(total, device=lm.device)[None, :] <= queries  # [T - start, T]
     minimum = torch.finfo(lm.dtype).min
@@ -53,8 +53,8 @@ def knockout_logits(lm: LoadedModel, item: TokenizedPair, blocks: Sequence[Block
                 allowed[row, 0, destination - start, source] = False
         masks[layer] = torch.zeros(allowed.shape, dtype=lm.dtype, device=lm.device).masked_fill(~allowed, minimum)
     with torch.no_grad():
-        with lm.traced.trace(ids, position_ids=positions, past_key_values=prefix.cache_for(rows) if prefix else None,
-                             use_cache=prefix is not None, logits_to_keep=1):
+        with lm.traced.trace(ids, position_ids=positions, past_key_values=cache, use_cache=prefix is not None,
+                             logits_to_keep=1):
             for layer in range(sites.n_layers):
                 if layer in masks:
                     attention = sites.module(lm.traced, "attn_out", layer)
@@ -68,7 +68,7 @@ def knockout_grid(
     lm: LoadedModel,
     pairs: Sequence[CounterfactualPair],
     *,
-    sources: Sequence[str],
+    sources: Sequence[str] | None = None,
     destination: str = "final",
     window: int = 1,
     layers: Sequence[int] | None = None,
@@ -78,29 +78,36 @@ def knockout_grid(
     progress: bool = False,
 ) -> Grid:
     """For each window of `window` layers (labelled by its first layer; `layers` limits the first
-    layers) and each source role, block destination -> source and record the drop in the answer."""
+    layers) and each source role (None: every role column but the final token), block
+    destination -> source and record the drop in the answer."""
+    plan = plan_grid(lm, pairs, shots=shots, template=template, layers=layers)
+    options = MethodOptions(cells_per_forward=cells_per_forward, progress=progress, knockout_destination=destination,
+                            knockout_window=window, knockout_sources=sources)
+    return knockout_method(plan, options).grid
+
+
+def knockout_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
+    """Attention knockout over the plan's pairs: columns are the sources, layers the windows' first layers."""
     from tqdm.auto import tqdm
 
-    sites = SiteMap.of(lm.model, lm.family)
-    tokenized, dropped = tokenize_pairs(lm, pairs, shots, template)
-    if not tokenized:
-        raise ModelError("no program is left to knock out" + (f" ({dropped[0]})" if dropped else ""))
-    starts = [layer for layer in range(0, sites.n_layers - window + 1) if layers is None or layer in layers]
+    lm, window, destination = plan.lm, options.knockout_window, options.knockout_destination
+    n_layers = lm.sites.n_layers
+    starts = [layer for layer in range(0, n_layers - window + 1) if layer in plan.layers]
     if not starts:
-        raise ModelError(f"no window of {window} layers starts at {list(layers or [])} in {sites.n_layers} layers")
-    accumulator = GridAccumulator(("layer", "role"), {"layer": starts, "role": list(sources)}, KNOCKOUT_METRICS)
-    start = shared_prefix_length(tokenized)
-    prefix = SharedPrefix(lm.model, tokenized[0].ids[:start]) if start else None
-    for item in tqdm(tokenized, disable=not progress, desc="knockout", unit="program"):
+        raise ModelError(f"no window of {window} layers starts at {plan.layers} in {n_layers} layers")
+    sources = list(options.knockout_sources or [c for c in plan.labels if c != "final"])
+    accumulator = GridAccumulator(("layer", plan.axis), {"layer": starts, plan.axis: sources}, KNOCKOUT_METRICS)
+    for item in tqdm(plan.tokenized, disable=not options.progress, desc="knockout", unit="program"):
         if destination not in item.roles:
             raise ModelError(f"unknown destination role {destination!r}")
         dest = item.roles[destination]
-        cells = [(li, si) for li in range(len(starts)) for si, role in enumerate(sources)
-                 if role in item.roles and item.roles[role] <= dest]
-        blocks = [{starts[li] + k: [(dest, item.roles[sources[si]])] for k in range(window)} for li, si in cells]
-        clean = knockout_logits(lm, item, [{}], prefix)[0]
-        batches = [knockout_logits(lm, item, blocks[at : at + cells_per_forward], prefix)
-                   for at in range(0, len(blocks), cells_per_forward)]
+        where = item.roles if plan.axis == "role" else plan.column_map(item)
+        cells = [(li, si) for li in range(len(starts)) for si, source in enumerate(sources)
+                 if source in where and where[source] <= dest]
+        blocks = [{starts[li] + k: [(dest, where[sources[si]])] for k in range(window)} for li, si in cells]
+        clean = knockout_logits(lm, item, [{}], plan.prefix)[0]
+        batches = [knockout_logits(lm, item, blocks[at : at + options.cells_per_forward], plan.prefix)
+                   for at in range(0, len(blocks), options.cells_per_forward)]
         values = {m: np.full(accumulator.pairs.shape, np.nan) for m in KNOCKOUT_METRICS}
         answer = item.answer
         p_clean = torch.softmax(clean, -1)[answer.original]
@@ -110,5 +117,5 @@ def knockout_grid(
             values["logit_drop"][li, si] = float(clean[answer.original] - row[answer.original])
             values["accuracy"][li, si] = float(candidates[row[candidates].argmax()] == answer.original)
         accumulator.add(values)
-    return accumulator.grid(info={"method": "knockout", "destination": destination, "window": window,
-                                  "pairs": len(tokenized), "dropped": dropped})
+    return MethodResult(accumulator.grid(info={"method": "knockout", "destination": destination, "window": window,
+                                               "pairs": len(plan.tokenized), "dropped": plan.dropped}))

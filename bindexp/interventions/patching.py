@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 from transformers import DynamicCache
 
-from bindexp.interventions.pairs import PreparedPair
+from bindexp.interventions.prepared import PreparedPair
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.sites import SiteMap
+from bindexp.models.tracing import site_activation
+
+# what a cell writes: a pair's values of the site, [layers, T - start, width] (e.g. the counterfactual run's)
+Source = Union[str, Callable[[PreparedPair], torch.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +71,15 @@ def patched_logits(
     prepared: Sequence[PreparedPair],
     cells: Sequence[Cell],
     *,
-    source: str = "counterfactual",
+    source: Source = "counterfactual",
     cells_per_forward: int = 32,
 ) -> torch.Tensor:
     """Final-position logits of the clean run with each cell patched: [len(cells), vocab].
 
-    source="clean" writes the clean run's own values (a patch that must change nothing).
+    source="clean" writes the clean run's own values (a patch that must change nothing); a
+    function of the prepared pair gives any other values (e.g. zeros).
     """
-    sites = SiteMap.of(lm.model, lm.family)
+    sites = lm.sites
     traced, device = lm.traced, lm.device
     out: torch.Tensor | None = None
     for batch in _batches(cells, cells_per_forward):
@@ -108,10 +113,7 @@ def patched_logits(
                               logits_to_keep=last):
                 for j in range(layer):
                     sites.layer(traced, j).skip(resid)
-                module = sites.module(traced, site, layer)
-                target = module.input if sites.reads_input(site) else module.output
-                if isinstance(target, tuple):
-                    target = target[0]
+                target = site_activation(sites, traced, site, layer)
                 for row_index, col_index, columns, values in writes:
                     if columns is None:
                         target[row_index, col_index] = values
@@ -125,12 +127,14 @@ def patched_logits(
     return out if out is not None else torch.empty(0, 0)
 
 
-def _writes(sites: SiteMap, site: str, prepared: Sequence[PreparedPair], chosen: Sequence[Cell], s: int, source: str):
+def _writes(sites: SiteMap, site: str, prepared: Sequence[PreparedPair], chosen: Sequence[Cell], s: int,
+            source: Source):
     """Group a batch's writes by head so each is one indexed assignment."""
+    values_of = source if callable(source) else (lambda pair: pair.site_values(source))
     groups: dict[int | None, list[tuple[int, int, torch.Tensor]]] = defaultdict(list)
     for row, cell in enumerate(chosen):
         pair = prepared[cell.pair]
-        values = pair.site_values(source)[cell.layer]
+        values = values_of(pair)[cell.layer]
         for p in cell.positions:
             value = values[p - pair.start]
             if cell.head is not None:

@@ -65,6 +65,13 @@ class LoadedModel:
             raise ModelError(f"wrapping the model for nnsight moved it from {device} to {self.device}")
         return traced
 
+    @functools.cached_property
+    def sites(self) -> Any:
+        """The model's `SiteMap` (intervention sites by name), built once."""
+        from bindexp.models.sites import SiteMap
+
+        return SiteMap.of(self.model, self.family)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.revision, "family": self.family,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),

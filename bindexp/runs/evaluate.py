@@ -52,7 +52,7 @@ def eval_conditions(settings: EvalSettings) -> list[Condition]:
         raise TaskError(f"template {settings.template!r} has the model reason before answering; "
                         "use scoring=generate or auto")
     options = settings.task_options()
-    hops_axis: list[int | None] = list(settings.hops) if spec.name == "binding" else [None]
+    hops_axis: list[int | None] = list(settings.hops) if "hops" in spec.axes else [None]
     conditions = []
     for hops, seq_len in itertools.product(hops_axis, settings.seq_len):
         cell_options = {**options, "hops": hops} if hops is not None else options

@@ -1,4 +1,4 @@
-"""The patching runner: one grid (exact, AtP or knockout) over many pairs, as one W&B run.
+"""The patching runner: one grid (any method of `bindexp.interventions.methods`) over many pairs, as one W&B run.
 
     outcome = run_patch(PatchSettings(model="smollm2-135m", hops=2, site="resid_pre"))
     outcome.grid.to_frame(); outcome.grid.plot()
@@ -8,32 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bindexp.interventions.attribution import attribution_grid, compare_cells, spearman, top_cells
 from bindexp.interventions.grid import Grid
-from bindexp.interventions.grids import patch_grid, role_columns
-from bindexp.interventions.knockout import knockout_grid
-from bindexp.interventions.pairs import pair_prompts
+from bindexp.interventions.methods import METHODS, MethodOptions, MethodResult
+from bindexp.interventions.plan import plan_grid
+from bindexp.interventions.selection import select_pairs
+from bindexp.interventions.summary import grid_summary
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, ModelError, check_model_name
-from bindexp.models.scoring import score_candidates
-from bindexp.runs.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE, SUMMARY_FILE
+from bindexp.runs.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE
 from bindexp.runs.settings import PatchSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.runs.robust import load_robust_programs
-from bindexp.tasks.counterfactuals import CounterfactualPair, make_counterfactual, make_pairs
+from bindexp.tasks.counterfactuals import CounterfactualPair, check_pair_request, make_counterfactual, make_pairs
 from bindexp.tasks.program import Program, TaskError, derive_rng
-from bindexp.tasks.prompts import get_template
-from bindexp.tasks.registry import DIGITS, make_programs
+from bindexp.tasks.prompts import require_answer_next
+from bindexp.tasks.registry import get_task, make_programs
 
-MAX_DRAW_FACTOR = 64  # with only_correct, look at up to this many candidate pairs per pair wanted
-HEADLINE_METRIC = {"exact": "normalized_effect", "atp": "normalized_effect", "knockout": "p_drop"}
-CONTROL_METRIC = "p_original_change"  # distractor_value pairs share their answer: LD cannot move
+CONTROL_METRIC = "p_original_change"  # pairs that share their answer: LD cannot move
 
 
 @dataclasses.dataclass
@@ -45,24 +39,31 @@ class PatchOutcome:
     run_dir: Path | None
 
 
+def draw_options(settings: PatchSettings) -> dict[str, Any]:
+    """The task's options for drawing programs, with the condition axes the task has (e.g. hops)."""
+    axes = get_task(settings.task).axes
+    return {**settings.task_options(), **({"hops": settings.hops} if "hops" in axes else {})}
+
+
 def patch_shots(settings: PatchSettings) -> list[Program]:
-    options = {**settings.task_options(), "hops": settings.hops}
-    return make_programs("binding", settings.n_shots, settings.seq_len, settings.seed, stream="shots", **options)
+    return make_programs(settings.task, settings.n_shots, settings.seq_len, settings.seed, stream="shots",
+                         **draw_options(settings))
 
 
 def candidate_pairs(settings: PatchSettings, n: int, shots: list[Program]) -> list[CounterfactualPair]:
     """Seeded pairs passing the model-free filters (the sanity gate; systematic programs).
     With `programs_file`, the originals are that file's programs, in order (at most n pairs)."""
-    keep = (lambda p: not p.original.meta["heuristic"]) if settings.systematic_only else None
+    keep = (lambda p: not p.original.meta.get("heuristic")) if settings.systematic_only else None
+    options = draw_options(settings)
     if settings.programs_file is None:
-        options = {**settings.task_options(), "hops": settings.hops}
-        return make_pairs(settings.counterfactual, n, settings.seq_len, settings.seed,
+        return make_pairs(settings.counterfactual, n, settings.seq_len, settings.seed, task=settings.task,
                           exclude={s.text for s in shots}, keep=keep, **options)
+    check_pair_request(settings.task, settings.counterfactual, options)
     if not Path(settings.programs_file).exists():
         raise TaskError(f"programs_file {settings.programs_file} does not exist")
-    programs = load_robust_programs(settings.programs_file, hops=settings.hops, seq_len=settings.seq_len)
+    programs = load_robust_programs(settings.programs_file, hops=options.get("hops"), seq_len=settings.seq_len)
     shot_texts = {shot.text for shot in shots}
-    programs = [program for program in programs if program.text not in shot_texts]
+    programs = [program for program in programs if program.text not in shot_texts and program.task == settings.task]
     pairs = []
     for index, program in enumerate(programs):
         rng = derive_rng("counterfactual", settings.counterfactual, settings.seed, "file", index)
@@ -70,93 +71,48 @@ def candidate_pairs(settings: PatchSettings, n: int, shots: list[Program]) -> li
         if pair is not None and (keep is None or keep(pair)):
             pairs.append(pair)
     if not pairs:
-        raise TaskError(f"{settings.programs_file} has no usable program at hops={settings.hops}, "
-                        f"seq_len={settings.seq_len} for {settings.counterfactual} counterfactuals")
+        where = ", ".join(f"{k}={v}" for k, v in (("hops", options.get("hops")), ("seq_len", settings.seq_len))
+                          if v is not None)
+        raise TaskError(f"{settings.programs_file} has no usable program at {where} "
+                        f"for {settings.counterfactual} counterfactuals")
     return pairs[:n]
 
 
-def _key(pair: CounterfactualPair) -> tuple[str, str]:
-    return pair.original.text, pair.counterfactual.text
-
-
-def select_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program]) -> tuple[list[CounterfactualPair], int]:
+def choose_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program]) -> tuple[list[CounterfactualPair], int]:
     """`num_programs` pairs; with only_correct, those the model answers right on both sides.
     Returns the pairs and how many candidates were looked at."""
-    wanted = settings.num_programs
     if not settings.only_correct:
-        return candidate_pairs(settings, wanted, shots), wanted
-    drawn = 2 * wanted
-    both_right: dict[tuple[str, str], bool] = {}  # pairs already scored are not scored again
-    while True:
-        pairs = candidate_pairs(settings, drawn, shots)
-        new = [pair for pair in pairs if _key(pair) not in both_right]
-        prompts = [prompt for pair in new for prompt in pair_prompts(pair, shots, settings.template)]
-        answers = [answer for pair in new for answer in pair.answers]
-        scores = score_candidates(lm, prompts, answers, DIGITS, batch_size=settings.batch_size)
-        both_right.update({_key(pair): scores[2 * k].correct and scores[2 * k + 1].correct
-                           for k, pair in enumerate(new)})
-        kept = [pair for pair in pairs if both_right[_key(pair)]]
-        exhausted = settings.programs_file is not None and len(pairs) < drawn
-        if len(kept) >= wanted or drawn >= MAX_DRAW_FACTOR * wanted or exhausted:
-            if not kept:
-                raise ModelError(f"the model answers none of {drawn} pairs correctly on both sides; "
-                                 "use only_correct=False or an easier setting")
-            if len(kept) < wanted:
-                print(f"warning: only {len(kept)} of {drawn} pairs are answered correctly on both sides; "
-                      f"patching those instead of {wanted}", file=sys.stderr)
-            return kept[:wanted], drawn
-        drawn *= 2
+        return candidate_pairs(settings, settings.num_programs, shots), settings.num_programs
+    return select_pairs(lm, lambda n: candidate_pairs(settings, n, shots), settings.num_programs, shots=shots,
+                        template=settings.template, batch_size=settings.batch_size,
+                        finite=settings.programs_file is not None)
 
 
-def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir: Path) -> tuple[Grid, dict]:
-    columns = "roles" if settings.positions == "roles" else "positions"
-    extra: dict[str, Any] = {}
-    common = dict(shots=shots, template=settings.template, progress=settings.progress)
-    if settings.method == "knockout":
-        sources = [c for c in role_columns(settings.hops) if c != "final"]
-        grid = knockout_grid(lm, pairs, sources=sources, destination=settings.knockout_destination,
-                             window=settings.knockout_window, layers=settings.layers,
-                             cells_per_forward=settings.batch_size, **common)
-    elif settings.method == "atp":
-        grid = attribution_grid(lm, pairs, site=settings.site, columns=columns, layers=settings.layers, **common)
-        if settings.verify_top_k:
-            cells = top_cells(grid, settings.verify_top_k)
-            exact = patch_grid(lm, pairs, site=settings.site, columns=columns, layers=sorted({c[0] for c in cells}),
-                               only=set(cells), cells_per_forward=settings.batch_size, **common)
-            table = compare_cells(grid, exact, cells)
-            extra = {"verify_table": table, "atp_exact_spearman_top_k": spearman(table["atp"].to_numpy(),
-                                                                                   table["exact"].to_numpy())}
-    else:
-        grid = patch_grid(lm, pairs, site=settings.site, columns=columns, layers=settings.layers,
-                          cells_per_forward=settings.batch_size, pairs_per_chunk=settings.pairs_per_chunk,
-                          stream_path=out_dir / PAIRS_FILE, **common)
-    return grid, extra
+def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir: Path) -> MethodResult:
+    """The settings' method on a plan of these pairs."""
+    method = METHODS[settings.method]
+    plan = plan_grid(lm, pairs, site=settings.site, shots=shots, template=settings.template,
+                     columns="roles" if settings.positions == "roles" else "positions", layers=settings.layers,
+                     prefix_until=method.prefix_until)
+    options = MethodOptions(cells_per_forward=settings.batch_size, pairs_per_chunk=settings.pairs_per_chunk,
+                            stream_path=out_dir / PAIRS_FILE, progress=settings.progress,
+                            verify_top_k=settings.verify_top_k, knockout_destination=settings.knockout_destination,
+                            knockout_window=settings.knockout_window)
+    return method.load()(plan, options)
+
+
+def headline_metric(settings: PatchSettings, grid: Grid) -> str:
+    """The method's headline metric, or the control metric for pairs whose answer must not change."""
+    kind = get_task(settings.task).counterfactual(settings.counterfactual)
+    if not kind.changes_answer and CONTROL_METRIC in grid.metrics:
+        return CONTROL_METRIC
+    return METHODS[settings.method].headline
 
 
 def _close(figure) -> None:
     import matplotlib.pyplot as plt
 
     plt.close(figure)
-
-
-def grid_summary(grid: Grid, metric: str) -> dict[str, Any]:
-    """Best layer per column, and where the effect passes from the root constant to the final token."""
-    values = grid.mean[metric]
-    if values.ndim == 3:
-        values = np.nanmax(values, axis=2)
-    layers, columns = grid.labels["layer"], grid.labels[grid.axes[1]]
-    best = {}
-    for ci, column in enumerate(columns):
-        if np.isfinite(values[:, ci]).any():
-            li = int(np.nanargmax(values[:, ci]))
-            best[str(column)] = {"layer": layers[li], metric: float(values[li, ci])}
-    summary: dict[str, Any] = {"metric": metric, "best_layer_by_column": best,
-                               "n_pairs": int(grid.n.max()) if grid.n.size else 0}
-    if "root_value" in columns and "final" in columns:
-        root, final = values[:, columns.index("root_value")], values[:, columns.index("final")]
-        crossing = [layers[i] for i in range(len(layers)) if final[i] > root[i]]
-        summary["handoff_layer"] = crossing[0] if crossing else None
-    return summary
 
 
 def check_layers(settings: PatchSettings, n_layers: int) -> None:
@@ -170,7 +126,7 @@ def check_layers(settings: PatchSettings, n_layers: int) -> None:
 def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
     """One patching run (job_type `patch`), with a local copy of everything."""
     check_model_name(settings.model)
-    get_template(settings.template)
+    require_answer_next(settings.template)  # also refuses unknown templates
     shots = patch_shots(settings)  # impossible requests fail here, before any model or W&B work
     candidate_pairs(settings, 1, shots)
     lm = cache.get(settings.model, **settings.model_kwargs())
@@ -178,27 +134,26 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
     with Tracker(settings, "patch") as tracker:
         tracker.update_config({"model_info": lm.describe()})
         (tracker.out_dir / PAIRS_FILE).unlink(missing_ok=True)
-        pairs, looked_at = select_pairs(lm, settings, shots)
-        grid, extra = compute_grid(lm, settings, pairs, shots, tracker.out_dir)
+        pairs, looked_at = choose_pairs(lm, settings, shots)
+        result = compute_grid(lm, settings, pairs, shots, tracker.out_dir)
+        grid = result.grid
         metadata = settings.model_dump(mode="json")
         arrays_path, sidecar_path = grid.save(tracker.out_dir, metadata)
-        metric = HEADLINE_METRIC[settings.method]
-        if settings.counterfactual == "distractor_value" and settings.method == "exact":
-            metric = CONTROL_METRIC
+        metric = headline_metric(settings, grid)
         heatmap = tracker.out_dir / HEATMAP_FILE
+        axes = "".join(f" {axis}={getattr(settings, axis)}" for axis in get_task(settings.task).axes if axis != "seq_len")
         figure = grid.plot(metric, title=f"{lm.name} {settings.method} {settings.site if settings.method != 'knockout' else ''}"
-                           f" hops={settings.hops} ({len(pairs)} pairs)")
+                           f"{axes} ({len(pairs)} pairs)")
         figure.savefig(heatmap, dpi=120)
         _close(figure)
-        summary = {**grid_summary(grid, metric), "pairs_looked_at": looked_at, "pairs_used": len(pairs),
-                   "pairs_dropped": len(grid.info.get("dropped", []))}
-        if "atp_exact_spearman_top_k" in extra:
-            value = extra["atp_exact_spearman_top_k"]
+        summary = {**grid_summary(grid, metric, get_task(settings.task).value_role), "pairs_looked_at": looked_at,
+                   "pairs_used": len(pairs), "pairs_dropped": len(grid.info.get("dropped", []))}
+        if result.verification is not None:
+            value = result.verification.spearman
             summary["atp_exact_spearman_top_k"] = None if math.isnan(value) else value
-            extra["verify_table"].to_csv(tracker.out_dir / ATP_VERIFY_FILE, index=False)
-            tracker.log_table("atp_verify", extra["verify_table"])
-        tracker.write_json(SUMMARY_FILE, summary)
-        tracker.set_summary(summary)
+            result.verification.table.to_csv(tracker.out_dir / ATP_VERIFY_FILE, index=False)
+            tracker.log_table("atp_verify", result.verification.table)
+        tracker.write_summary(summary)
         tracker.log_table("grid", grid.to_frame())
         tracker.log_image("heatmap", heatmap)
         files = [arrays_path, sidecar_path] + ([tracker.out_dir / PAIRS_FILE] if (tracker.out_dir / PAIRS_FILE).exists() else [])

@@ -11,12 +11,14 @@ import ast
 import sys
 from typing import Annotated, Any, Literal, Sequence, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 
 from bindexp.errors import BindexpError
+from bindexp.interventions.methods import METHOD_NAMES
 from bindexp.vocab import Dtype, GridColumns, Quantization, Scoring, Site, WandbMode
 from bindexp.tasks.binding import MAX_HOPS
+from bindexp.tasks.registry import get_task, patchable_tasks
 
 
 def _plain_strings(value: Any) -> Any:
@@ -96,15 +98,10 @@ class ProgramSettings(RunSettings):
         return self.shots or 0
 
     def task_options(self) -> dict[str, Any]:
-        """Binding options (without hops); other tasks take none."""
-        if self.task != "binding":
-            return {}
-        return {
-            "distractor_chains": self.distractor_chains,
-            "max_distractor_depth": self.max_distractor_depth,
-            "rebinding": self.rebinding,
-            "spacing": self.spacing,
-        }
+        """The task's options that are settings here, without its condition axes (e.g. hops)."""
+        spec = get_task(self.task)
+        return {name: getattr(self, name) for name in spec.option_names()
+                if name not in spec.axes and name in type(self).model_fields}
 
 
 class EvalSettings(ProgramSettings):
@@ -133,20 +130,19 @@ class EvalSettings(ProgramSettings):
         return lengths
 
 
-CounterfactualKind = Literal["root_value", "query_chain", "distractor_value", "chain_link"]
 
 
 class PatchSettings(ProgramSettings):
     """`scripts/patch.py`: where a model carries the value, by causal interventions."""
 
-    task: Literal["binding"] = "binding"
-    hops: int = Field(1, ge=1, le=MAX_HOPS)
+    task: str = Field("binding", description="a task that declares counterfactuals: " + ", ".join(patchable_tasks()))
+    hops: int = Field(1, ge=1, le=MAX_HOPS, description="for tasks with a hops axis (binding)")
     seq_len: int = Field(16, ge=1)
     num_programs: int = Field(20, ge=1, description="pairs to patch (after filtering)")
     shots: int | None = Field(3, ge=0)
     site: Site = "resid_pre"
-    method: Literal["exact", "atp", "knockout"] = "exact"
-    counterfactual: CounterfactualKind = "root_value"
+    method: Literal[METHOD_NAMES] = "exact"  # type: ignore[valid-type]
+    counterfactual: str = Field("root_value", description="a counterfactual kind the task declares")
     positions: GridColumns = Field("roles", description="grid columns: token roles or every program token")
     pairs_per_chunk: int = Field(8, ge=1, description="pairs held in memory at once")
     layers: OptionalIntList = Field(None, description="None: every layer")
@@ -155,6 +151,21 @@ class PatchSettings(ProgramSettings):
     verify_top_k: int = Field(0, ge=0, description="atp: check the k largest cells by exact patching")
     knockout_destination: Literal["final", "query_var"] = Field("final", description="knockout: the attending token")
     knockout_window: int = Field(1, ge=1, description="knockout: consecutive layers blocked together")
+
+    @field_validator("task")
+    @classmethod
+    def _task_is_patchable(cls, task: str) -> str:
+        if task not in patchable_tasks():
+            raise ValueError(f"task {task!r} cannot be patched; tasks with counterfactuals: {', '.join(patchable_tasks())}")
+        return task
+
+    @model_validator(mode="after")
+    def _counterfactual_of_the_task(self) -> "PatchSettings":
+        kinds = get_task(self.task).counterfactuals
+        if self.counterfactual not in kinds:
+            raise ValueError(f"unknown counterfactual {self.counterfactual!r} for task {self.task!r}; "
+                             f"known: {', '.join(kinds)}")
+        return self
 
 
 S = TypeVar("S", bound=BaseSettings)

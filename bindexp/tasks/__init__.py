@@ -11,7 +11,9 @@ from bindexp.tasks.prompts import (
     render_chat,
     template_names,
 )
-from bindexp.tasks.registry import TaskSpec, get_task, make_programs, register_task, task_names
+from bindexp.tasks.interface import TaskSpec
+from bindexp.tasks.registry import get_task, make_programs, register_task, task_names
+from bindexp.tasks.tracing import analyse_counter
 
 __all__ = [
     "BindingOptions",
@@ -19,6 +21,7 @@ __all__ = [
     "TaskError",
     "TaskSpec",
     "analyse_binding",
+    "analyse_counter",
     "binding_program",
     "build_prompt",
     "execute_query",

@@ -27,7 +27,7 @@ import dataclasses
 import re
 import string
 from random import Random
-from typing import Literal
+from typing import Literal, Sequence
 
 from bindexp.tasks.program import Program, Span, TaskError, execute_query
 
@@ -252,3 +252,21 @@ def _rebound_lines(parsed: list[tuple[str, str]]) -> list[int]:
             rebound.append(i)
         seen.add(lhs)
     return rebound
+
+
+def role_columns(hops: int) -> list[str]:
+    """Role-grid columns in reading order: the chain line by line, a distractor constant, the query."""
+    columns = ["chain1_lhs", "root_value"]
+    for depth in range(2, hops + 1):
+        columns += [f"chain{depth}_lhs", f"chain{depth}_rhs"]
+    return columns + ["distractor1_value", "query_var", "final"]
+
+
+def binding_roles(programs: Sequence[Program]) -> list[str]:
+    """The role columns that cover every program (the longest chain among them)."""
+    return role_columns(max(program.meta["hops"] for program in programs))
+
+
+def reanalyse_binding(program: Program, text: str) -> Program:
+    """The program after an edit, re-derived by Python's semantics (same seq_len)."""
+    return analyse_binding(text, seq_len=program.seq_len)

@@ -8,43 +8,15 @@ from random import Random
 from typing import Any, Callable
 
 from bindexp.tasks import tracing
-from bindexp.tasks.binding import BindingOptions, binding_program
+from bindexp.tasks.binding import BindingOptions, binding_program, binding_roles, reanalyse_binding
+from bindexp.tasks.edits import BINDING_COUNTERFACTUALS, COUNTER_COUNTERFACTUALS
+from bindexp.tasks.interface import BOOLEANS, DIGITS, TaskSpec
 from bindexp.tasks.program import Answer, Program, TaskError, derive_rng, execute_query
 
 # A researcher's generator: (length, rng) -> (program text, answer) or (text, answer, metadata).
 UserGenerator = Callable[[int, Random], "tuple[str, Answer] | tuple[str, Answer, dict] | Program"]
 
-DIGITS = tuple(str(d) for d in range(10))
-BOOLEANS = ("True", "False")
 _QUERY_LINE = re.compile(r"\n?#([A-Za-z_][A-Za-z_0-9]*): ?$")
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """A named task.
-
-    generate(length, rng, **options) -> Program.
-    candidates: the answers a scorer compares at the final position (e.g. the ten digits), or
-        None when answers are open-ended and must be generated and parsed.
-    options: the dataclass of options the task accepts (None: it takes none).
-    """
-
-    name: str
-    generate: Callable[..., Program]
-    candidates: tuple[str, ...] | None = None
-    answer_type: type = int
-    options: type | None = None
-
-    def make_options(self, **options: Any) -> Any:
-        if self.options is None:
-            if options:
-                raise TaskError(f"task {self.name!r} takes no options, got {sorted(options)}")
-            return None
-        known = {f.name for f in dataclasses.fields(self.options)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TaskError(f"task {self.name!r} has no option {unknown[0]!r}; it takes {sorted(known)}")
-        return self.options(**options)
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -57,12 +29,14 @@ def register_task(
     candidates: tuple[str, ...] | None = None,
     answer_type: type = int,
     verify: bool = True,
+    **interface: Any,
 ) -> TaskSpec:
     """Register a generator `(length, rng) -> (text, answer[, metadata])` under `name`.
 
     The text must end with a query comment such as `#x: `. With `verify`, the program is executed
     and a generator whose stated answer differs from Python's raises at once. Registering a name
-    again replaces your earlier generator; built-in task names are refused.
+    again replaces your earlier generator; built-in task names are refused. `interface` takes the
+    other fields of `TaskSpec` (counterfactuals, reanalyse, role_columns ...) to make it patchable.
     """
     if name in _BUILTIN_NAMES:
         raise TaskError(f"{name!r} is a built-in task; register yours under another name")
@@ -90,7 +64,7 @@ def register_task(
             meta=meta,
         )
 
-    spec = TaskSpec(name, generate, candidates, answer_type)
+    spec = TaskSpec(name, generate, candidates, answer_type, **interface)
     _TASKS[name] = spec
     return spec
 
@@ -125,7 +99,7 @@ def make_programs(
     if n < 0:
         raise TaskError(f"number of programs must be >= 0, got {n}")
     parsed = spec.make_options(**options)
-    if isinstance(parsed, BindingOptions):
+    if hasattr(parsed, "check"):
         parsed.check(seq_len)  # fail before drawing anything
     # the stream depends on the options' values, not on which of them were written out
     resolved = sorted(dataclasses.asdict(parsed).items()) if parsed is not None else []
@@ -143,17 +117,26 @@ def make_programs(
     return programs
 
 
-def _builtin(name: str, generate: Callable[..., Program], candidates=None, answer_type=int, options=None):
-    _TASKS[name] = TaskSpec(name, generate, candidates, answer_type, options)
+def _builtin(spec: TaskSpec) -> None:
+    _TASKS[spec.name] = spec
 
 
-_builtin("binding", binding_program, DIGITS, int, BindingOptions)
-_builtin("loop", tracing.loop_program)
-_builtin("loop_unrolled", tracing.loop_unrolled_program)
-_builtin("varying_increments", tracing.varying_increments_program)
-_builtin("arithmetic_sequence", tracing.arithmetic_sequence_program)
-_builtin("counter", tracing.counter_program)
-_builtin("fibonacci", tracing.fibonacci_program)
-_builtin("exception", tracing.exception_program)
-_builtin("boolean", tracing.boolean_program, BOOLEANS, bool)
+_builtin(TaskSpec("binding", binding_program, DIGITS, int, BindingOptions, axes=("hops", "seq_len"),
+                  counterfactuals=BINDING_COUNTERFACTUALS, reanalyse=reanalyse_binding, pair_candidates=DIGITS,
+                  role_columns=binding_roles, value_role="root_value"))
+_builtin(TaskSpec("loop", tracing.loop_program))
+_builtin(TaskSpec("loop_unrolled", tracing.loop_unrolled_program))
+_builtin(TaskSpec("varying_increments", tracing.varying_increments_program))
+_builtin(TaskSpec("arithmetic_sequence", tracing.arithmetic_sequence_program))
+_builtin(TaskSpec("counter", tracing.counter_program, counterfactuals=COUNTER_COUNTERFACTUALS,
+                  reanalyse=lambda program, text: tracing.analyse_counter(text, program.seq_len),
+                  pair_candidates=DIGITS, role_columns=tracing.counter_roles, value_role="target"))
+_builtin(TaskSpec("fibonacci", tracing.fibonacci_program))
+_builtin(TaskSpec("exception", tracing.exception_program))
+_builtin(TaskSpec("boolean", tracing.boolean_program, BOOLEANS, bool))
 _BUILTIN_NAMES = frozenset(_TASKS)
+
+
+def patchable_tasks() -> list[str]:
+    """Tasks that declare counterfactual kinds."""
+    return sorted(name for name, spec in _TASKS.items() if spec.counterfactuals)

@@ -1,0 +1,134 @@
+"""Exact patching over many pairs: layers x (roles or positions) [x heads], averaged with 95% CIs.
+
+    grid = patch_grid(lm, pairs, site="resid_pre", shots=shots)
+    grid.to_frame(); grid.plot()
+
+Pairs stream through in chunks: each chunk is prepared (clean + counterfactual runs), its cells
+are patched, its per-pair values are added to running sums and optionally appended to a JSONL
+file, and the chunk is dropped, so memory does not grow with the number of pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Collection, Sequence
+
+import numpy as np
+
+from bindexp.interventions.grid import Grid
+from bindexp.interventions.methods import MethodOptions, MethodResult
+from bindexp.interventions.metrics import METRICS, cell_metrics
+from bindexp.interventions.patching import Cell, Source, patched_logits
+from bindexp.interventions.plan import GridPlan, plan_grid
+from bindexp.interventions.prepared import PreparedPair, prepare_pairs
+from bindexp.models.loading import LoadedModel
+from bindexp.tasks.counterfactuals import CounterfactualPair
+from bindexp.tasks.program import Program
+
+
+def exact_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
+    """Write the counterfactual run's value into the clean run, cell by cell."""
+    return MethodResult(patch_cells(plan, cells_per_forward=options.cells_per_forward,
+                                    pairs_per_chunk=options.pairs_per_chunk, stream_path=options.stream_path,
+                                    progress=options.progress))
+
+
+def patch_grid(
+    lm: LoadedModel,
+    pairs: Sequence[CounterfactualPair],
+    *,
+    site: str = "resid_pre",
+    shots: Sequence[Program] = (),
+    template: str = "raw",
+    columns: str = "roles",
+    layers: Sequence[int] | None = None,
+    **driver: Any,
+) -> Grid:
+    """Exact patching of every (layer, column[, head]) cell for every pair, averaged.
+
+    driver: `patch_cells`'s keywords: cells_per_forward, pairs_per_chunk, stream_path, progress, and
+    only (restrict to these cells, given as label tuples (layer, column[, head]); others are NaN).
+    """
+    plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns, layers=layers)
+    return patch_cells(plan, **driver)
+
+
+def patch_cells(
+    plan: GridPlan,
+    *,
+    source: Source = "counterfactual",
+    unchanged_before_edit: bool = True,
+    cells_per_forward: int = 32,
+    pairs_per_chunk: int = 8,
+    stream_path: Path | None = None,
+    only: Collection[tuple] | None = None,
+    progress: bool = False,
+) -> Grid:
+    """The driver: patch the plan's cells with `source`'s values, chunk by chunk, and average.
+
+    unchanged_before_edit: cells before the pair's first differing token are known to equal the
+    clean run and are not run (true whenever the source is the counterfactual run).
+    """
+    from tqdm.auto import tqdm
+
+    lm, site = plan.lm, plan.site
+    tokenized, labels, column_map, layers, heads = plan.tokenized, plan.labels, plan.column_map, plan.layers, plan.heads
+    accumulator = plan.accumulator(METRICS)
+    bar = tqdm(total=len(tokenized), disable=not progress, desc=f"patching {site}", unit="pair")
+    n_cells = 0
+    for at in range(0, len(tokenized), pairs_per_chunk):
+        chunk = prepare_pairs(lm, site, tokenized[at : at + pairs_per_chunk], plan.prefix)
+        cells, where, untouched = [], [], []
+        for index, pair in enumerate(chunk):
+            for col, position in column_map(pair.tokens).items():
+                for li, layer in enumerate(layers):
+                    for head in heads or [None]:
+                        label = (layer, col) if head is None else (layer, col, head)
+                        if only is not None and label not in only:
+                            continue
+                        place = (index, li, labels.index(col), head)
+                        if unchanged_before_edit and position < pair.tokens.first_diff:
+                            untouched.append(place)  # both runs are identical there: no change
+                        else:
+                            cells.append(Cell(index, layer, (position,), head))
+                            where.append(place)
+        logits = patched_logits(lm, site, chunk, cells, source=source, cells_per_forward=cells_per_forward)
+        n_cells += len(cells)
+        for index, pair in enumerate(chunk):
+            values = _pair_values(pair, accumulator.pairs.shape, logits, where, untouched, index)
+            accumulator.add(values)
+            if stream_path is not None:
+                _append(stream_path, pair, values)
+        bar.update(len(chunk))
+    bar.close()
+    return accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
+                                  "patched_cells": n_cells, "shared_prefix_tokens": plan.start})
+
+
+def _pair_values(pair: PreparedPair, shape, logits, where, untouched, index) -> dict[str, np.ndarray]:
+    """The pair's metric arrays: patched cells computed, untouched cells equal to the clean run,
+    NaN for cells the pair does not have."""
+    values = {m: np.full(shape, np.nan) for m in METRICS}
+
+    def fill(places, metrics, rows):
+        for k, (_, li, ci, head) in zip(rows, places):
+            cell = (li, ci) if head is None else (li, ci, head)
+            for m in METRICS:
+                values[m][cell] = float(metrics[m][k])
+
+    mine = [i for i, w in enumerate(untouched) if w[0] == index]
+    clean = cell_metrics(pair.clean_logits[None], pair.tokens.answer, pair.clean_logits, pair.ld_cf)
+    fill([untouched[i] for i in mine], clean, [0] * len(mine))
+    rows = [i for i, w in enumerate(where) if w[0] == index]
+    if rows:
+        patched = cell_metrics(logits[rows], pair.tokens.answer, pair.clean_logits, pair.ld_cf)
+        fill([where[i] for i in rows], patched, range(len(rows)))
+    return values
+
+
+def _append(path: Path, pair: PreparedPair, values: dict[str, np.ndarray]) -> None:
+    record = {**pair.tokens.pair.to_dict(), "ld_clean": pair.ld_clean, "ld_cf": pair.ld_cf,
+              **{m: np.where(np.isnan(v), None, v).tolist() for m, v in values.items()}}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
