@@ -189,3 +189,71 @@ def test_lines_found_with_different_prompts_are_refused(tmp_path):
     lines = robust_lines(2) + robust_lines(2, shots=3)
     message = refusal(write(tmp_path / "r.jsonl", lines))
     assert message.startswith(f"{tmp_path / 'r.jsonl'}:3: shots=3 differs from the first line's 0"), message
+
+
+# --------------------------------------------------------------------------------------------
+# The file's prompt settings are the run's (issue 9 item 3)
+# --------------------------------------------------------------------------------------------
+
+PATCH = dict(model="tiny-random-llama", seq_len=5, hops=2, num_programs=2, only_correct=False,
+             wandb_mode="disabled", progress=False)
+
+
+def test_a_patch_run_uses_the_file_prompt_settings_and_says_so(tmp_path, capsys):
+    from bindexp.runs.patch import run_patch
+    from bindexp.runs.settings import PatchSettings
+
+    path = write(tmp_path / "r.jsonl", robust_lines(6, seed=2, shots=0, template="instruction", spacing="compact"))
+    settings = PatchSettings(programs_file=str(path), output_dir=str(tmp_path / "out"), **PATCH)
+    assert settings.shots == 3 and settings.seed == 0  # patch's own defaults differ from the file's
+    outcome = run_patch(settings)
+    used = json.loads((outcome.out_dir / "grid.json").read_text())["settings"]
+    assert (used["shots"], used["seed"], used["template"], used["spacing"]) == (0, 2, "instruction", "compact")
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("prompt settings from")]
+    assert len(said) == 1 and "shots=0" in said[0] and "seed=2" in said[0] and "template='instruction'" in said[0]
+
+
+def test_given_settings_that_agree_with_the_file_are_fine(tmp_path, capsys):
+    from bindexp.runs.robust import with_file_prompt_settings
+    from bindexp.runs.settings import PatchSettings, parse_settings
+
+    path = write(tmp_path / "r.jsonl", robust_lines(2, seed=2, shots=1))
+    given = parse_settings(PatchSettings, [f"--programs_file={path}", "--shots=1", "--seed=2"])
+    used = with_file_prompt_settings(given)
+    assert (used.shots, used.seed, used.template) == (1, 2, "raw")
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--shots=3"], "shots=3 (file: 1)"),
+    (["--seed=5", "--template=instruction"], "template='instruction' (file: 'raw'), seed=5 (file: 2)"),
+    (["--spacing=compact"], "spacing='compact' (file: 'spaced')"),
+])
+def test_a_given_setting_that_conflicts_with_the_file_is_one_line(tmp_path, argv, says, capsys):
+    from bindexp.runs.robust import with_file_prompt_settings
+    from bindexp.runs.settings import PatchSettings, parse_settings
+
+    path = write(tmp_path / "r.jsonl", robust_lines(2, seed=2, shots=1))
+    with pytest.raises(TaskError) as err:
+        with_file_prompt_settings(parse_settings(PatchSettings, [f"--programs_file={path}", *argv]))
+    assert says in str(err.value) and "\n" not in str(err.value)
+    assert capsys.readouterr().err == ""
+
+
+def test_an_environment_setting_counts_as_given(tmp_path, monkeypatch):
+    from bindexp.runs.robust import with_file_prompt_settings
+    from bindexp.runs.settings import PatchSettings, parse_settings
+
+    path = write(tmp_path / "r.jsonl", robust_lines(2, shots=1))
+    monkeypatch.setenv("BINDEXP_SHOTS", "2")
+    with pytest.raises(TaskError, match="shots=2"):
+        with_file_prompt_settings(parse_settings(PatchSettings, [f"--programs_file={path}"]))
+
+
+def test_a_chat_file_cannot_feed_a_patch_run(tmp_path):
+    from bindexp.runs.robust import with_file_prompt_settings
+    from bindexp.runs.settings import PatchSettings
+
+    path = write(tmp_path / "r.jsonl", robust_lines(2, chat=True))
+    with pytest.raises(TaskError, match="chat=True"):
+        with_file_prompt_settings(PatchSettings(programs_file=str(path)))
