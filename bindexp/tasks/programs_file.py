@@ -18,6 +18,8 @@ from bindexp.tasks.binding import BindingOptions, analyse_binding
 from bindexp.tasks.program import Program, TaskError, execute_query
 from bindexp.tasks.registry import get_task
 
+MAX_PROGRAM_CHARS = 10_000  # far above any generated program; bounds the work one line can ask for
+MAX_SHOTS = 100  # a file cannot ask a run to draw (and prompt with) more few-shot examples than this
 # key -> (accepted types, how a message names them); bool is never an int here
 _REQUIRED: dict[str, tuple[tuple[type, ...], str]] = {
     "task": ((str,), "a string"),
@@ -150,8 +152,12 @@ def _check_types(line: dict[str, Any], where: str) -> None:
         value = line[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise TaskError(f"{where}: {key!r} must be {name}, got {_json_type(value)}")
-    if line["seq_len"] < 1 or line["shots"] < 0:
-        raise TaskError(f"{where}: seq_len must be >= 1 and shots >= 0, got {line['seq_len']} and {line['shots']}")
+    if len(line["program"]) > MAX_PROGRAM_CHARS:
+        raise TaskError(f"{where}: the program has {len(line['program'])} characters; at most {MAX_PROGRAM_CHARS}")
+    if line["seq_len"] < 1:
+        raise TaskError(f"{where}: seq_len must be >= 1, got {line['seq_len']}")
+    if not 0 <= line["shots"] <= MAX_SHOTS:
+        raise TaskError(f"{where}: shots must be between 0 and {MAX_SHOTS}, got {line['shots']}")
 
 
 def _checked_program(line: dict[str, Any], where: str) -> Program:
