@@ -151,7 +151,7 @@ def with_file_prompt_settings(settings: S) -> S:
     updates, conflicts = {}, []
     for name, value in wanted.items():
         if name not in type(settings).model_fields:
-            if value in (False, None):
+            if value is False or value is None:
                 continue  # e.g. chat=False for a runner without a chat option
             raise TaskError(f"{source} was found with {name}={value!r}, which this run cannot apply")
         current = settings.n_shots if name == "shots" else getattr(settings, name)
