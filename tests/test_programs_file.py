@@ -48,9 +48,15 @@ def test_a_written_file_reads_back_as_the_generated_programs(tmp_path):
     assert load_robust_programs(path, hops=2, seq_len=5) == generated and load_robust_programs(path, hops=1) == []
 
 
-def test_other_tasks_read_back_too(tmp_path):
+def test_other_tasks_read_back_with_only_what_can_be_recomputed(tmp_path):
     lines = robust_lines(5, task="exception", seq_len=3)
-    assert read_programs_file(write(tmp_path / "r.jsonl", lines)).programs == make_programs("exception", 5, 3, 0)
+    generated = make_programs("exception", 5, 3, 0)
+    checked = read_programs_file(write(tmp_path / "r.jsonl", lines)).programs
+    assert [(p.text, p.answer, p.query_var, p.spans, p.seq_len) for p in checked] == [
+        (p.text, p.answer, p.query_var, p.spans, p.seq_len) for p in generated]
+    assert all(p.meta == {"draw": g.meta["draw"]} for p, g in zip(checked, generated))  # the file's facts are not kept
+    lines[1]["answer"] += 1
+    assert refusal(write(tmp_path / "r.jsonl", lines)).startswith(f"{tmp_path / 'r.jsonl'}:2: answer is")
 
 
 # --------------------------------------------------------------------------------------------

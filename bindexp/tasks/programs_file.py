@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bindexp.tasks.binding import BindingOptions, analyse_binding
 from bindexp.tasks.program import Program, TaskError, execute_query
@@ -163,14 +163,11 @@ def _check_types(line: dict[str, Any], where: str) -> None:
 def _checked_program(line: dict[str, Any], where: str) -> Program:
     """The line's program, every label recomputed from its text; refuse a line that states otherwise."""
     try:
-        spec = get_task(line["task"])
-        if spec.name == "binding":
-            program = analyse_binding(line["program"], seq_len=line["seq_len"])
-        else:
-            program = _other_task_program(line)
+        task = get_task(line["task"]).name
+        program = _ANALYSERS.get(task, _generic_program)(line)
     except TaskError as err:
         raise TaskError(f"{where}: program {err}") from None
-    if spec.name == "binding":
+    if task == "binding":
         body_lines = line["program"].count("\n")
         if body_lines != line["seq_len"]:
             raise TaskError(f"{where}: seq_len is {line['seq_len']} but the program has {body_lines} lines")
@@ -178,7 +175,7 @@ def _checked_program(line: dict[str, Any], where: str) -> Program:
             raise TaskError(f"{where}: hops is {line['hops']} but the program's query is {program.meta['hops']} "
                             "hops from its constant")
     elif line["hops"] is not None:
-        raise TaskError(f"{where}: hops is {line['hops']} but {spec.name} programs have no hops (null)")
+        raise TaskError(f"{where}: hops is {line['hops']} but {task} programs have no hops (null)")
     stated = {"query_var": line["query_var"], "answer": line["answer"]}
     if "answer_text" in line:
         stated["answer_text"] = line["answer_text"]
@@ -186,24 +183,23 @@ def _checked_program(line: dict[str, Any], where: str) -> Program:
         computed = getattr(program, key)
         if type(value) is not type(computed) or value != computed:
             raise TaskError(f"{where}: {key} is {value!r} but the program computes {computed!r}")
-    stated_spans = line.get("spans", {})
-    for role, span in stated_spans.items():
+    for role, span in line.get("spans", {}).items():
         if role not in program.spans or span != list(program.spans[role]):
             raise TaskError(f"{where}: span {role!r} is {span} but the program has {program.spans.get(role)}")
     meta = line.get("meta", {})
-    if spec.name == "binding":
-        wrong = [key for key in program.meta if key in meta and meta[key] != program.meta[key]]
-        if wrong:
-            raise TaskError(f"{where}: meta {wrong[0]!r} is {meta[wrong[0]]!r} but the program has "
-                            f"{program.meta[wrong[0]]!r}")
-        draw = meta.get("draw")
-        meta = {**program.meta, **({"draw": draw} if type(draw) is int else {})}
-    return dataclasses.replace(program, seed=line["seed"], meta=meta)
+    wrong = [key for key in program.meta if key in meta and meta[key] != program.meta[key]]
+    if wrong:
+        raise TaskError(f"{where}: meta {wrong[0]!r} is {meta[wrong[0]]!r} but the program has "
+                        f"{program.meta[wrong[0]]!r}")
+    draw = meta.get("draw")  # which draw of the seeded stream: kept, it decides nothing
+    return dataclasses.replace(program, seed=line["seed"],
+                               meta={**program.meta, **({"draw": draw} if type(draw) is int else {})})
 
 
-def _other_task_program(line: dict[str, Any]) -> Program:
-    """A non-binding program: the whitelist, then Python computes its answer. The query comment
-    must close the text, as every task writes it."""
+def _generic_program(line: dict[str, Any]) -> Program:
+    """A program of a task without an analyser: the whitelist, then Python computes its answer.
+    The query comment must close the text, as every task writes it. Facts the file states about
+    it (meta) cannot be recomputed, so none is kept."""
     text, query_var = line["program"], line["query_var"]
     suffix = f"\n#{query_var}: "
     if not text.endswith(suffix):
@@ -212,6 +208,12 @@ def _other_task_program(line: dict[str, Any]) -> Program:
     return Program(task=line["task"], text=text, answer=execute_query(text, query_var), query_var=query_var,
                    seq_len=line["seq_len"],
                    spans={"query_var": (query_at, query_at + len(query_var)), "final": (len(text) - 1, len(text))})
+
+
+# task -> the line's program derived from its text alone (roles, facts and answer by Python's semantics)
+_ANALYSERS: dict[str, Callable[[dict[str, Any]], Program]] = {
+    "binding": lambda line: analyse_binding(line["program"], seq_len=line["seq_len"]),
+}
 
 
 def _prompt(line: dict[str, Any], where: str) -> PromptSettings:
