@@ -58,7 +58,7 @@ def _checkpoint_to_resume(settings: TrainSettings) -> Path | None:
 
     if not settings.resume:
         return None
-    latest = latest_checkpoint(Path(settings.checkpoint_dir))
+    latest = latest_checkpoint(Path(settings.checkpoint_path()))
     if latest is None:
         return None
     state_path = latest / TRAINER_DIR / "state.json"
@@ -118,7 +118,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     device = resolve_device(settings.device)
     amp_dtype = resolve_dtype(settings.dtype, device)
     label = tracker.run.id if tracker.run is not None else tracker.out_dir.name
-    root = Path(settings.checkpoint_dir) if settings.checkpoint_dir else Path(settings.output_dir) / "checkpoints" / label
+    root = Path(settings.checkpoint_path()) if settings.checkpoint_dir else Path(settings.output_dir) / "checkpoints" / label
     if tracker.run is not None:
         tracker._call(lambda: (tracker.run.define_metric("train/step"),
                                tracker.run.define_metric("*", step_metric="train/step")))

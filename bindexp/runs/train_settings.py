@@ -88,7 +88,8 @@ class TrainSettings(RunSettings):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept on disk (the best is always kept)")
-    checkpoint_dir: str | None = Field(None, description="None: <output_dir>/checkpoints/<run>")
+    checkpoint_dir: str | None = Field(
+        None, description="None: <output_dir>/checkpoints/<run>; {name} placeholders take settings, e.g. ckpt/seed{seed}")
     resume: bool = Field(False, description="continue from the latest checkpoint in checkpoint_dir, if any")
     stop_after: int | None = Field(None, ge=1, description="end after this many steps without saving (simulates a kill)")
     log_artifacts: bool = Field(True, description="checkpoints as W&B model artifacts (latest, best, step-N)")
@@ -122,9 +123,18 @@ class TrainSettings(RunSettings):
             raise ValueError("float16 training needs loss scaling; use dtype=bfloat16 or float32")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (where the killed run saved its checkpoints)")
-        if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+        if self.checkpoint_dir is not None:
+            try:
+                self.checkpoint_path()
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"checkpoint_dir {self.checkpoint_dir!r} names an unknown setting: {err}") from None
         return self
+
+    def checkpoint_path(self) -> str | None:
+        """checkpoint_dir with its `{setting}` placeholders filled in (None when unset)."""
+        if self.checkpoint_dir is None:
+            return None
+        return self.checkpoint_dir.format(**{k: v for k, v in self.__dict__.items() if k != "checkpoint_dir"})
 
     def training_values(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""

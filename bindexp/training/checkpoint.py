@@ -84,6 +84,10 @@ def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, optimizer
     root.mkdir(parents=True, exist_ok=True)
     target = root / step_name(step)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".staging-{step_name(step)}-"))
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one "Writing model shards" bar per checkpoint is noise
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -101,6 +105,9 @@ def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, optimizer
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return target
 
 
