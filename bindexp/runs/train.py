@@ -115,6 +115,8 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     from bindexp.training.evaluation import evaluate_sets, heuristic_plateau
     from bindexp.training.loop import OptimSpec, make_batch, make_optimizer, train_step
 
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
     amp_dtype = resolve_dtype(settings.dtype, device)
     label = tracker.run.id if tracker.run is not None else tracker.out_dir.name

@@ -82,6 +82,8 @@ class TrainSettings(RunSettings):
     beta2: float = 0.999
     grad_clip: float | None = Field(1.0, gt=0.0)
 
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+
     # evaluation, checkpoints, resumption
     eval_every: int = Field(100, ge=1)
     eval_batch_size: int = Field(256, ge=1)
