@@ -58,6 +58,8 @@ def _checkpoint_to_resume(settings: TrainSettings) -> Path | None:
 
     if not settings.resume:
         return None
+    if settings.checkpoint_dir is None:
+        raise TrainError("resume=True needs checkpoint_dir (where the killed run saved its checkpoints)")
     latest = latest_checkpoint(Path(settings.checkpoint_path()))
     if latest is None:
         return None

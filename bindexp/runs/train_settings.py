@@ -123,8 +123,6 @@ class TrainSettings(RunSettings):
             raise ValueError("training does not quantize; leave quantization unset")
         if self.dtype == "float16":
             raise ValueError("float16 training needs loss scaling; use dtype=bfloat16 or float32")
-        if self.resume and self.checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir (where the killed run saved its checkpoints)")
         if self.checkpoint_dir is not None:
             try:
                 self.checkpoint_path()
