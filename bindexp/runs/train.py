@@ -160,7 +160,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
         with open(history_path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 
-    checkpoint, done, stopped = None, start, False
+    checkpoint, done, stopped = resume_from, start, False
     loss_sum, loss_n = torch.zeros((), device=device), 0
     bar = tqdm(total=settings.steps, initial=start, disable=not settings.progress, desc="training", unit="step")
     for step in range(start, settings.steps):
