@@ -167,3 +167,34 @@ def test_a_few_hundred_steps_learn_a_trivial_task(tmp_path, monkeypatch, capsys)
     assert summary["heuristic_plateau"] == 1.0  # every 2-line answer is a line-1 or line-2 constant
     assert summary["systematic_step"] is None and summary["completed"] is True
     assert summary["checkpoint"].endswith("step-000200") and "wandb sync" in printed
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    import os
+    import signal
+    import time
+
+    common = ["--steps=60", "--warmup_steps=5", "--eval_every=100", "--checkpoint_every=2", "--n_eval=4",
+              "--dropout=0.1", "--threads=1", f"--output_dir={tmp_path / 'out'}"]
+    killed_dir = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *TINY, *common, f"--checkpoint_dir={killed_dir}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    index = killed_dir / "checkpoints.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if index.exists() and json.loads(index.read_text())["latest"] >= "step-000004":
+            break
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    latest = json.loads(index.read_text())["latest"]
+    if latest == "step-000060":
+        pytest.skip("the run finished before it could be killed")
+    assert child.returncode == -signal.SIGKILL
+
+    resumed = run_train(_settings(*common, f"--checkpoint_dir={killed_dir}", "--resume=True"))
+    whole = run_train(_settings(*common, f"--checkpoint_dir={tmp_path / 'whole'}"))
+    a = load_file(str(whole.checkpoint / "model.safetensors"))
+    b = load_file(str(resumed.checkpoint / "model.safetensors"))
+    assert resumed.checkpoint.name == "step-000060" and all(torch.equal(a[k], b[k]) for k in a)
