@@ -189,7 +189,10 @@ def read_plain_folder(path: Path, run_id: str | None = None, state: str | None =
 def _config_from_results(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError:  # a cut file: compare leaves the run out when it reads the results
+        return {}
     if not rows:
         return {}
     config = {k: rows[0].get(k) for k in ("model", "task", "seed", "shots")}
