@@ -30,7 +30,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bindexp.runs.cli import InputError
+from bindexp.runs.cli import InputError, check_writable_folder
 from bindexp.results.records import RunFilter, RunRecord, api_records, local_records
 from bindexp.runs.settings import StrList, WandbMode
 from bindexp.stats import INTERVAL_NOTE, mean_interval, sample_interval, wilson_interval
@@ -142,17 +142,6 @@ def require_wandb_key() -> None:
         return
     raise InputError("--source=api needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
                      "for runs on this disk use --source=local")
-
-
-def check_writable_folder(path: Path, option: str) -> None:
-    """Raise InputError unless `path` is a writable folder or can be made one; creates nothing."""
-    existing = Path(os.path.abspath(path))
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{option}={path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option}={path}: {existing} is not writable")
 
 
 def default_runs_dir() -> Path:
