@@ -11,7 +11,8 @@ for patch runs, patch/*.safetensors|json|png and patch_cells.csv under --out.
 
 from __future__ import annotations
 
-from bindexp.results.compare import CompareOutcome, CompareSettings, markdown_table, run_compare
+from bindexp.results.accuracy import markdown_table
+from bindexp.results.compare import CompareOutcome, CompareSettings, run_compare
 from bindexp.runs.cli import run_cli
 
 
