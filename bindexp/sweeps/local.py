@@ -39,7 +39,7 @@ from bindexp.sweeps.spec import (SweepError, agent_args, agent_command, configur
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
-EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated"}
+EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated", 143: "terminated"}
 _SYNC_LINE = re.compile(r"wandb sync (\S+)")
 _RESULTS_LINE = re.compile(r"^results: (\S+)")
 
