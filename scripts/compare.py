@@ -12,8 +12,7 @@ not counted (failed, unreadable, duplicates) and why.
 
 from __future__ import annotations
 
-from bindexp.results.accuracy import markdown_table
-from bindexp.results.compare import CompareOutcome, CompareSettings, run_compare
+from bindexp.results.compare import CompareOutcome, CompareSettings, markdown_table, run_compare
 from bindexp.runs.cli import run_cli
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -32,14 +33,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bindexp.runs.cli import InputError, check_writable_folder
 from bindexp.results.records import RunFilter, RunRecord, api_records, local_records
 from bindexp.runs.settings import StrList, WandbMode
-from bindexp.results.accuracy import (DEFAULT_BY, NOT_A_SETTING, RESULTS_FILE, SUMMARY_FILE, accuracy_plots,
-                                      aggregate, differing_settings, markdown_table, run_cells, tidy_table)
-from bindexp.stats import sample_interval
+from bindexp.stats import INTERVAL_NOTE, mean_interval, sample_interval, wilson_interval
 
+RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"
 GRID_FILE, GRID_SIDECAR = "grid.safetensors", "grid.json"
+DEFAULT_BY = ["model", "hops", "seq_len"]
+RUN_COLUMNS = ["run_id", "run_name", "group", "sweep"]
+CONFIG_COLUMNS = ["model", "task", "seed", "shots", "template", "systematic_only"]
+CELL_COLUMNS = ["hops", "seq_len", "n", "correct", "accuracy", "ci_low", "ci_high"]
 GRID_KEY = ["model", "hops", "site", "method", "counterfactual"]
 # config entries that may differ between runs averaged together (seeds, bookkeeping, W&B, speed)
-NOT_GRID_SETTINGS = NOT_A_SETTING | {"seed"}
+NOT_GRID_SETTINGS = {"seed", "run_name", "group", "tags", "output_dir", "progress", "wandb_mode", "project",
+                     "entity", "batch_size", "pairs_per_chunk", "model_info", "device", "runs"}
+NOT_A_SETTING = NOT_GRID_SETTINGS - {"seed"}  # bookkeeping, W&B and speed: never a column, never splits runs
+CELL_SETTINGS = {"hops", "seq_len"}  # a run's cells carry these
 LEFT_OUT_FILE = "left_out.csv"
 
 
@@ -141,6 +148,187 @@ def default_runs_dir() -> Path:
     import os
 
     return Path(os.environ.get("WANDB_DIR") or ".") / "wandb"
+
+
+# ---------------------------------------------------------------- eval runs
+
+
+def run_cells(record: RunRecord) -> pd.DataFrame:
+    """One row per (hops, seq_len) of a run: n, correct. From results.jsonl, else the summary."""
+    path = record.local_file(RESULTS_FILE)
+    if path is None and not _summary_suffices(record):
+        path = record.file(RESULTS_FILE)
+    if path is not None:
+        results = pd.read_json(path, lines=True, dtype={"hops": "Int64", "seq_len": "Int64"})
+        if "hops" not in results:
+            results["hops"] = pd.NA
+        cells = (results.assign(correct=results["correct"].astype(int))
+                 .groupby(["hops", "seq_len"], dropna=False)["correct"].agg(["size", "sum"]).reset_index())
+        return cells.rename(columns={"size": "n", "sum": "correct"})
+    return _cells_from_summary(record)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]
+
+
+def _summary_suffices(record: RunRecord) -> bool:
+    """The summary gives every cell when the run covers one seq_len or one hops value."""
+    hops, lengths = _as_list(record.config.get("hops")), _as_list(record.config.get("seq_len"))
+    by_hops, by_len = record.summary.get("by_hops"), record.summary.get("by_seq_len")
+    return (len(lengths) == 1 and (bool(by_hops) or "accuracy" in record.summary)) or (
+        len(hops) == 1 and bool(by_len))
+
+
+def _cells_from_summary(record: RunRecord) -> pd.DataFrame:
+    hops, lengths = _as_list(record.config.get("hops")), _as_list(record.config.get("seq_len"))
+    summary = record.summary
+    rows = []
+    if len(lengths) == 1 and summary.get("by_hops"):
+        for key, cell in summary["by_hops"].items():
+            rows.append((int(key), int(lengths[0]), cell["n"], cell["accuracy"]))
+    elif len(lengths) == 1 and "accuracy" in summary:  # a task without hops
+        rows.append((pd.NA, int(lengths[0]), summary["n_programs"], summary["accuracy"]))
+    elif len(hops) == 1 and summary.get("by_seq_len"):
+        for key, cell in summary["by_seq_len"].items():
+            rows.append((int(hops[0]), int(key), cell["n"], cell["accuracy"]))
+    else:
+        raise InputError(f"run {record.run_id}: no results.jsonl and its summary does not split hops x seq_len")
+    return pd.DataFrame(
+        [{"hops": h, "seq_len": s, "n": int(n), "correct": int(round(acc * n))} for h, s, n, acc in rows]
+    ).astype({"hops": "Int64", "seq_len": "Int64"})
+
+
+def setting_columns(records: Sequence[RunRecord]) -> list[str]:
+    """CONFIG_COLUMNS, then every other setting any of the runs has (not bookkeeping, not hops/seq_len)."""
+    reserved = NOT_A_SETTING | CELL_SETTINGS | set(CONFIG_COLUMNS) | set(RUN_COLUMNS) | set(CELL_COLUMNS)
+    others = {key for record in records for key in record.config if key not in reserved and not key.startswith("_")}
+    return [*CONFIG_COLUMNS, *sorted(others)]
+
+
+def _setting_value(value: Any) -> Any:
+    """A setting as a table cell: lists and mappings as JSON text (hashable, groupable)."""
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (list, tuple, dict)) else value
+
+
+def tidy_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per (run, hops, seq_len) of eval runs, with every setting of the run and a Wilson interval."""
+    records = [r for r in records if r.job_type in (None, "eval") and "accuracy" in r.summary]
+    settings = setting_columns(records)
+    frames = []
+    for record in records:
+        cells = run_cells(record)
+        run_info = {"run_id": record.run_id, "run_name": record.name, "group": record.group, "sweep": record.sweep}
+        for column in settings:
+            run_info[column] = _setting_value(record.config.get(column))
+        frames.append(cells.assign(**run_info))
+    columns = [*RUN_COLUMNS, *settings, *CELL_COLUMNS]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    tidy = pd.concat(frames, ignore_index=True)
+    tidy["accuracy"] = tidy["correct"] / tidy["n"]
+    bounds = [wilson_interval(int(c), int(n)) for c, n in zip(tidy["correct"], tidy["n"])]
+    tidy["ci_low"], tidy["ci_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    tidy = tidy.astype({"hops": "Int64", "seq_len": "Int64", "n": int, "correct": int})
+    return tidy[columns].sort_values(["model", "hops", "seq_len", "seed", "run_id"], ignore_index=True)
+
+
+def differing_settings(tidy: pd.DataFrame, by: Sequence[str]) -> list[str]:
+    """Settings besides the seed (and not in `by`) that differ between the runs of `tidy`."""
+    fixed = {*RUN_COLUMNS, *CELL_COLUMNS, "seed", *by}
+    return [c for c in tidy.columns if c not in fixed and tidy[c].astype(str).nunique(dropna=False) > 1]
+
+
+def aggregate(tidy: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
+    """Accuracy per group of `by`: the mean over runs with its 95% Student-t interval
+    (`bindexp.stats.mean_interval`, clipped to [0, 1]; nan with one run), and the pooled accuracy over
+    all programs with its Wilson interval. A run's accuracy in a group is its correct / n over the
+    group's cells. Only seeds are averaged: every other setting that differs between the runs
+    (`differing_settings`) is added to the grouping, after `by`."""
+    by = list(by)
+    unknown = [c for c in by if c not in tidy.columns]
+    if unknown:
+        raise InputError(f"cannot group by {unknown[0]!r}; columns are {', '.join(tidy.columns)}")
+    by = [*by, *differing_settings(tidy, by)]
+    columns = [*by, "runs", "n", "accuracy", "ci_low", "ci_high", "pooled_accuracy", "pooled_ci_low", "pooled_ci_high"]
+    if tidy.empty:
+        return pd.DataFrame(columns=columns)
+    per_run = tidy.groupby([*by, "run_id"], dropna=False)[["n", "correct"]].sum().reset_index()
+    per_run["accuracy"] = per_run["correct"] / per_run["n"]
+    rows = []
+    for key, group in per_run.groupby(by, dropna=False, sort=True):
+        mean, low, high = mean_interval(group["accuracy"].tolist())
+        low, high = float(np.clip(low, 0, 1)), float(np.clip(high, 0, 1))  # stays in [0, 1]; nan stays nan
+        n, correct = int(group["n"].sum()), int(group["correct"].sum())
+        pooled_low, pooled_high = wilson_interval(correct, n)
+        rows.append({**dict(zip(by, key)), "runs": len(group), "n": n, "accuracy": mean, "ci_low": low,
+                     "ci_high": high, "pooled_accuracy": correct / n, "pooled_ci_low": pooled_low,
+                     "pooled_ci_high": pooled_high})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def markdown_table(table: pd.DataFrame, by: Sequence[str] | None = None) -> str:
+    """The aggregate as a markdown table: mean [95% t interval over runs], pooled [Wilson 95% CI].
+    Its key columns are those before `runs` (`by` plus the settings that differ); `by` is unused."""
+    by = list(table.columns[:list(table.columns).index("runs")])
+    head = [*by, "runs", "n", "accuracy", "95% t-CI (runs)", "pooled", "95% Wilson CI (programs)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in table.to_dict("records"):
+        cells = [_text(row[c]) for c in by] + [str(row["runs"]), str(row["n"]), f"{row['accuracy']:.3f}",
+                                               _interval(row["ci_low"], row["ci_high"]),
+                                               f"{row['pooled_accuracy']:.3f}",
+                                               _interval(row["pooled_ci_low"], row["pooled_ci_high"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nIntervals: {INTERVAL_NOTE}.\n"
+
+
+def _text(value: Any) -> str:
+    return "–" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _interval(low: float, high: float) -> str:
+    return "–" if low is None or math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+
+
+def accuracy_plots(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Accuracy against seq_len: one panel per model (a line per hops), one panel per hops (a line per model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for panel, line in (("model", "hops"), ("hops", "model")):
+        panels = list(pd.unique(table[panel]))
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.3), squeeze=False, sharey=True)
+        keys = list(table.columns[:list(table.columns).index("runs")])
+        lines = [line, *(k for k in keys if k not in (panel, line, "seq_len"))]  # settings that differ
+        for ax, value in zip(axes[0], panels):
+            part = table[_equal(table[panel], value)]
+            for label, series in part.groupby(lines, dropna=False, sort=True):
+                series = series.sort_values("seq_len")
+                label = label if isinstance(label, tuple) else (label,)
+                low = series["ci_low"].where(series["ci_low"].notna(), series["pooled_ci_low"])
+                high = series["ci_high"].where(series["ci_high"].notna(), series["pooled_ci_high"])
+                ax.errorbar(series["seq_len"].astype(float), series["accuracy"],
+                            yerr=[series["accuracy"] - low, high - series["accuracy"]],
+                            marker="o", capsize=3, label=", ".join(f"{k}={_text(v)}" for k, v in zip(lines, label)))
+            ax.set(title=f"{panel}={_text(value)}", xlabel="seq_len", ylim=(-0.02, 1.02))
+            ax.set_xticks(sorted(float(v) for v in part["seq_len"].dropna().unique()))
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("accuracy (mean over runs, 95% t-CI)")
+        fig.tight_layout()
+        path = out_dir / f"accuracy_by_{panel}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _equal(column: pd.Series, value: Any) -> pd.Series:
+    return column.isna() if value is None or (not isinstance(value, str) and pd.isna(value)) else column == value
 
 
 # ---------------------------------------------------------------- patch runs
