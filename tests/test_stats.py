@@ -102,3 +102,16 @@ def test_iia_cells_of_a_patch_grid_get_wilson_intervals():
     values = np.arange(20.0)
     half = t_quantile(0.975, 19) * values.std(ddof=1) / math.sqrt(20)
     assert grid.ci_high["logit_diff"][0, 0] == pytest.approx(values.mean() + half)
+
+
+def test_iia_means_over_runs_get_t_intervals_not_wilson():
+    """Averaging runs' IIA (fractions, not 0/1 outcomes) through the same accumulator: t over runs."""
+    from bindexp.interventions.grid import GridAccumulator
+
+    accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a"]}, ["iia"])
+    for run_mean in (0.5, 0.7):
+        accumulator.add({"iia": np.array([[run_mean]])})
+    grid = accumulator.grid()
+    half = 12.706 * statistics.stdev([0.5, 0.7]) / math.sqrt(2)
+    assert grid.ci_high["iia"][0, 0] == pytest.approx(0.6 + half, abs=1e-3)
+    assert grid.ci_low["iia"][0, 0] == pytest.approx(0.6 - half, abs=1e-3)

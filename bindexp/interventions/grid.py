@@ -21,7 +21,7 @@ from bindexp.stats import RunningMoments, wilson_bounds
 
 GRID_ARRAYS = "grid.safetensors"
 GRID_SIDECAR = "grid.json"
-PROPORTION_METRICS = ("iia",)  # 0/1 outcomes per pair: Wilson intervals, not t
+PROPORTION_METRICS = ("iia",)  # 0/1 per pair: Wilson intervals while every value added is 0 or 1
 
 
 @dataclasses.dataclass
@@ -134,6 +134,7 @@ class GridAccumulator:
         self.labels = labels
         shape = tuple(len(labels[a]) for a in self.axes)
         self.moments = {m: RunningMoments(shape) for m in metrics}  # stable streamed mean and variance
+        self.outcomes = {m: True for m in metrics if m in PROPORTION_METRICS}  # only 0/1 values so far
         self.pairs = np.zeros(shape, dtype=int)
         self.token_labels: list[str] = []
 
@@ -141,6 +142,8 @@ class GridAccumulator:
         """One pair's values per cell; NaN marks a cell this pair has no value for."""
         for metric, array in values.items():
             self.moments[metric].add(array)
+            if self.outcomes.get(metric):  # (means over runs are not 0/1: they get t intervals)
+                self.outcomes[metric] = bool(np.all(np.isin(np.asarray(array)[~np.isnan(array)], (0.0, 1.0))))
         self.pairs += ~np.isnan(np.asarray(values["logit_diff"] if "logit_diff" in values
                                            else next(iter(values.values())), dtype=float))
 
@@ -148,7 +151,7 @@ class GridAccumulator:
         mean, low, high = {}, {}, {}
         for metric, moments in self.moments.items():
             mean[metric], low[metric], high[metric] = moments.interval()
-            if metric in PROPORTION_METRICS:
+            if self.outcomes.get(metric):
                 low[metric], high[metric] = wilson_bounds(moments.mean * moments.count, moments.count)
         counts = {m: self.moments[m].count.astype(int) for m in self.moments}
         return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), counts, list(self.token_labels),

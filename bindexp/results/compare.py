@@ -303,28 +303,36 @@ def accuracy_plots(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         if not panels:
             continue
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.3), squeeze=False, sharey=True)
-        keys = list(table.columns[:list(table.columns).index("runs")])
-        lines = [line, *(k for k in keys if k not in (panel, line, "seq_len"))]  # settings that differ
         for ax, value in zip(axes[0], panels):
             part = table[_equal(table[panel], value)]
-            for label, series in part.groupby(lines, dropna=False, sort=True):
+            for label, series in part.groupby(line, dropna=False, sort=True):
                 series = series.sort_values("seq_len")
-                label = label if isinstance(label, tuple) else (label,)
                 low = series["ci_low"].where(series["ci_low"].notna(), series["pooled_ci_low"])
                 high = series["ci_high"].where(series["ci_high"].notna(), series["pooled_ci_high"])
                 ax.errorbar(series["seq_len"].astype(float), series["accuracy"],
                             yerr=[series["accuracy"] - low, high - series["accuracy"]],
-                            marker="o", capsize=3, label=", ".join(f"{k}={_text(v)}" for k, v in zip(lines, label)))
+                            marker="o", capsize=3, label=f"{line}={_text(label[0] if isinstance(label, tuple) else label)}")
             ax.set(title=f"{panel}={_text(value)}", xlabel="seq_len", ylim=(-0.02, 1.02))
             ax.set_xticks(sorted(float(v) for v in part["seq_len"].dropna().unique()))
             ax.legend(fontsize=7)
-        axes[0][0].set_ylabel("accuracy (mean over runs, 95% t-CI)")
+        axes[0][0].set_ylabel("accuracy (mean over runs, 95% CI)")
         fig.tight_layout()
         path = out_dir / f"accuracy_by_{panel}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The aggregate for `accuracy_plots`: settings that differ besides model x hops x seq_len are
+    folded into the hops label (`1 (shots=0)`), so each line still means one setting."""
+    extra = [c for c in table.columns[:list(table.columns).index("runs")] if c not in DEFAULT_BY]
+    if not extra:
+        return table
+    labels = [f"{_text(h)} ({', '.join(f'{c}={_text(row[c])}' for c in extra)})"
+              for h, (_, row) in zip(table["hops"], table.iterrows())]
+    return table.assign(hops=labels)
 
 
 def _equal(column: pd.Series, value: Any) -> pd.Series:
@@ -533,7 +541,7 @@ def run_compare(settings: CompareSettings, records: Sequence[RunRecord] | None =
         table.to_csv(out_dir / "aggregate.csv", index=False)
         (out_dir / "aggregate.md").write_text(markdown_table(table, settings.by))
         files += [out_dir / "tidy.csv", out_dir / "aggregate.csv", out_dir / "aggregate.md"]
-        files += accuracy_plots(aggregate(tidy, DEFAULT_BY), out_dir)
+        files += accuracy_plots(plot_table(aggregate(tidy, DEFAULT_BY)), out_dir)
     grids, warnings = average_grids(good)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
