@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
 from bindexp.runs.cli import check_writable_folder
 from bindexp.sweeps.spec import (SweepError, agent_args, agent_command, configuration_problems, expand, load_sweep,
-                                 with_interpreter)
+                                 sweep_folder_name, with_interpreter)
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
@@ -178,11 +178,6 @@ def check_configurations(config: dict[str, Any], runs: list[dict[str, Any]], sou
     if problems:
         raise SweepError(f"{source}: {len(problems)} bad parameter value(s); nothing was run\n  "
                          + "\n  ".join(problems))
-
-
-def sweep_folder_name(name: str) -> str:
-    """The sweep's name as one safe folder name: no path separators, no leading dots (`../../x` -> `_.._x`)."""
-    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).lstrip(".") or "sweep"
 
 
 class SweepLock:

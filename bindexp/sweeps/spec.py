@@ -188,6 +188,11 @@ def sweep_program(config: dict[str, Any]) -> str | None:
     return None
 
 
+def sweep_folder_name(name: str) -> str:
+    """The sweep's name as one safe folder name: no path separators, no leading dots (`../../x` -> `_.._x`)."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).lstrip(".") or "sweep"
+
+
 def settings_class(config: dict[str, Any]) -> type[BaseSettings] | None:
     """The settings class the sweep's program parses its arguments into, if it is ours."""
     program = sweep_program(config)
