@@ -17,6 +17,7 @@ from typing import Any, Collection, Sequence
 import numpy as np
 
 from bindexp.interventions.grid import Grid
+from bindexp.interventions.heatmap import NOT_RUN
 from bindexp.interventions.methods import MethodOptions, MethodResult
 from bindexp.interventions.metrics import METRICS, cell_metrics
 from bindexp.interventions.patching import Cell, Source, patched_logits
@@ -77,6 +78,7 @@ def patch_cells(
     accumulator = plan.accumulator(METRICS)
     bar = tqdm(total=len(tokenized), disable=not progress, desc=f"patching {site}", unit="pair")
     n_cells = 0
+    not_run = np.zeros(accumulator.pairs.shape, dtype=int)  # per cell: pairs it was not run for
     for at in range(0, len(tokenized), pairs_per_chunk):
         chunk = prepare_pairs(lm, site, tokenized[at : at + pairs_per_chunk], plan.prefix)
         cells, where, untouched = [], [], []
@@ -93,6 +95,8 @@ def patch_cells(
                         else:
                             cells.append(Cell(index, layer, (position,), head))
                             where.append(place)
+        for _, li, ci, head in untouched:
+            not_run[(li, ci) if head is None else (li, ci, head)] += 1
         logits = patched_logits(lm, site, chunk, cells, source=source, cells_per_forward=cells_per_forward)
         n_cells += len(cells)
         for index, pair in enumerate(chunk):
@@ -102,8 +106,10 @@ def patch_cells(
                 _append(stream_path, pair, values)
         bar.update(len(chunk))
     bar.close()
-    return accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
+    grid = accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
                                   "patched_cells": n_cells, "shared_prefix_tokens": plan.start})
+    grid.counts[NOT_RUN] = not_run  # the heatmap hatches cells no pair ran
+    return grid
 
 
 def _pair_values(pair: PreparedPair, shape, logits, where, untouched, index) -> dict[str, np.ndarray]:
