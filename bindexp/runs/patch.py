@@ -85,7 +85,7 @@ def choose_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program])
         return candidate_pairs(settings, settings.num_programs, shots), settings.num_programs
     return select_pairs(lm, lambda n: candidate_pairs(settings, n, shots), settings.num_programs, shots=shots,
                         template=settings.template, batch_size=settings.batch_size,
-                        finite=settings.programs_file is not None)
+                        finite=settings.programs_file is not None, progress=settings.progress)
 
 
 def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir: Path) -> MethodResult:
