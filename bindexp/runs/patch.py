@@ -178,6 +178,7 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
             summary["atp_exact_spearman_top_k"] = None if math.isnan(value) else value
             result.verification.table.to_csv(tracker.out_dir / ATP_VERIFY_FILE, index=False)
             tracker.log_table("atp_verify", result.verification.table)
+        tracker.log_headline(summary)  # its numbers as a history step too (default panels, sweep charts)
         tracker.write_summary(summary)
         log_patch_history(tracker, grid, metric)
         tracker.log_table("grid", grid.to_frame())
