@@ -54,3 +54,14 @@ def test_provenance_reads_this_checkout():
     status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
     assert found["git_dirty"] == bool(status.stdout.strip())
     assert found["bindexp_version"] == bindexp.__version__
+
+
+def test_a_local_sweep_gives_its_runs_a_sweep_identity(monkeypatch):
+    from bindexp.sweeps.local import child_env
+
+    env = child_env("smoke-cpu", "offline")
+    assert env["BINDEXP_GROUP"] == env["BINDEXP_SWEEP"] == "smoke-cpu"
+    monkeypatch.setenv("BINDEXP_SWEEP", env["BINDEXP_SWEEP"])
+    settings = EvalSettings()
+    assert settings.sweep == "smoke-cpu"
+    assert "sweep:smoke-cpu" in run_identity("eval", settings.model_dump(mode="json")).tags
