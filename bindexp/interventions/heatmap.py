@@ -12,6 +12,7 @@ Figures are made without pyplot, so no backend is touched.
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from typing import Any
 
@@ -34,8 +35,8 @@ def colour_limit(metric: str, values: np.ndarray) -> float:
 
 def scale_label(metric: str, limit: float) -> str:
     if metric in FIXED_LIMITS:
-        return f"{metric} (fixed scale -{limit:g} to {limit:g}; 1 = fully counterfactual)"
-    return f"{metric} (scale +-max |value| = {limit:.3g}, at least +-{MIN_BOUND:g})"
+        return f"{metric}\n(fixed scale -{limit:g} to {limit:g})"
+    return f"{metric}\n(scale +-max |value|, at least +-{MIN_BOUND:g})"
 
 
 def _by_cell(array: np.ndarray, reduce: Any) -> np.ndarray:
@@ -100,7 +101,8 @@ def plot_grid(grid: Any, metric: str = "normalized_effect", ax: Any = None, titl
     if not_run(grid).any():
         marks.append("hatched: not run (before the edit, 0 by construction)")
     _ticks(ax, grid, rows, cols)
-    ax.set_title(title or metric, fontsize=9)
+    width_chars = int(ax.figure.get_size_inches()[0] * 11)
+    ax.set_title(textwrap.fill(title or metric, max(30, width_chars)), fontsize=9)
     colourbar = ax.figure.colorbar(image, ax=ax)
     colourbar.set_label(scale_label(metric, limit), fontsize=7)
     if marks:
