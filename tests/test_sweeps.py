@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from bindexp.runs.settings import EvalSettings, PatchSettings, parse_settings
+from bindexp.runs.train_settings import TrainSettings
 from bindexp.sweeps.spec import (
     SweepError, agent_command, check_sweep, expand, iter_parameter_values, load_sweep, settings_class,
     with_interpreter,
@@ -56,7 +57,8 @@ def test_sweep_file_is_well_formed(path):
     assert all(isinstance(spec, dict) and "parameters" not in spec for spec in config["parameters"].values())
     program = config["program"]
     assert (ROOT / program).is_file(), f"{program} does not exist"
-    assert settings_class(config) is {"scripts/eval.py": EvalSettings, "scripts/patch.py": PatchSettings}[program]
+    assert settings_class(config) is {"scripts/eval.py": EvalSettings, "scripts/patch.py": PatchSettings,
+                                         "scripts/train.py": TrainSettings}[program]
     assert len(expand(config)) >= 1
 
 

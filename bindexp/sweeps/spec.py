@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings
 
 from bindexp.runs.cli import InputError
 from bindexp.runs.settings import EvalSettings, PatchSettings
+from bindexp.runs.train_settings import TrainSettings
 
 # What the agent runs when a sweep has no `command` (wandb's own default).
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -50,6 +51,7 @@ PARAM_KEYS = {"value", "values", "probabilities", "distribution", "min", "max", 
 SCRIPT_SETTINGS: dict[str, type[BaseSettings]] = {
     "scripts/eval.py": EvalSettings,
     "scripts/patch.py": PatchSettings,
+    "scripts/train.py": TrainSettings,
 }
 
 
