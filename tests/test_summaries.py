@@ -180,3 +180,15 @@ def test_on_cuda_float32_lowers_the_noise_floor_of_bfloat16(tmp_path):
     floors = {dtype: run_patch(_settings(tmp_path, device="cuda", dtype=dtype, noise_floor_pairs=3))
               .grid.mean["noise_floor"] for dtype in ("float32", "bfloat16")}
     assert np.nanmax(floors["float32"]) < np.nanmax(floors["bfloat16"])
+
+
+def test_bench_patch_prints_how_atp_finds_the_exact_cells(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_patch", Path(__file__).parents[1] / "scripts" / "bench_patch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--model=tiny-random-llama", "--pairs=2", "--shots=1", "--seq_len=6", "--layer_step=2", "--top_k=4"])
+    printed = capsys.readouterr().out
+    assert "precision@k" in printed and "recall@k" in printed and "full-grid Spearman" in printed

@@ -90,9 +90,15 @@ def choose_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program])
                         finite=settings.programs_file is not None)
 
 
+MIN_GAP_METHODS = ("exact", "atp")  # the methods whose headline is normalized by the gap
+
+
 def effective_min_gap(settings: PatchSettings) -> float:
-    """min_gap, except for controls (their two answers are one token: the gap is 0 by design)."""
-    return settings.min_gap if get_task(settings.task).counterfactual(settings.counterfactual).changes_answer else 0.0
+    """min_gap for methods normalized by the gap; 0 for controls (their two answers are one token:
+    the gap is 0 by design) and for the other methods."""
+    if settings.method not in MIN_GAP_METHODS or is_control(settings):
+        return 0.0
+    return settings.min_gap
 
 
 def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir: Path) -> MethodResult:

@@ -42,10 +42,14 @@ def _root_value(program: Program, rng: Random) -> tuple[int, str] | None:
 
 
 def _distractor_value(program: Program, rng: Random) -> tuple[int, str] | None:
-    """The first distractor constant (the `distractor1_value` role, a column of every role grid)."""
+    """The first distractor constant (the `distractor1_value` role, a column of every role grid),
+    never changed to the answer's digit."""
     if "distractor1_value" not in program.spans:
         return None
-    return other_digit(program, program.spans["distractor1_value"][0], rng, avoid=(str(program.answer),))
+    at, digit = other_digit(program, program.spans["distractor1_value"][0], rng)
+    if digit == str(program.answer):  # redraw only then: every other pair stays as it was drawn before
+        at, digit = other_digit(program, at, rng, avoid=(digit,))
+    return at, digit
 
 
 def _query_chain(program: Program, rng: Random) -> tuple[int, str] | None:
