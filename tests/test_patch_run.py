@@ -130,7 +130,7 @@ def test_out_of_range_layers_fail_before_any_run(tmp_path, argv):
 
 def test_counter_task_patches_from_the_cli(tmp_path, capsys):
     argv = ["--model=tiny-random-llama", "--task=counter", "--counterfactual=item_value", "--seq_len=4",
-            "--num_programs=3", "--shots=1", "--only_correct=False", "--progress=False", "--wandb_mode=disabled",
+            "--num_programs=3", "--shots=1", "--only_correct=False", "--progress=False", "--wandb_mode=disabled", "--min_gap=0",
             f"--output_dir={tmp_path}"]
     assert _main(argv) == 0
     (sidecar,) = tmp_path.rglob("grid.json")

@@ -55,6 +55,7 @@ def _probe(tmp_path: Path, argv: list[str]) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
     assert not out_dir.exists() and not (tmp_path / "wandb").exists() and not (tmp_path / "outputs").exists()
+    assert not list(tmp_path.rglob("offline-run-*")), "a W&B run was created"  # conftest points WANDB_DIR here
     return lines[0]
 
 

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from bindexp.interventions.attribution import agreement
 from bindexp.interventions.exact import patch_grid
 from bindexp.interventions.grid import Grid
 from bindexp.interventions.metrics import AnswerTokens, cell_metrics
@@ -88,6 +87,8 @@ def test_control_runs_report_flip_rates_and_no_iia(tmp_path):
 
 # item 13: AtP against the exact grid
 def test_agreement_by_hand():
+    from bindexp.interventions.attribution import agreement
+
     estimate = np.array([[5.0, 4.0, 3.0], [2.0, -1.0, 0.5]])
     exact = np.array([[5.0, 0.1, 3.0], [-4.0, 0.2, 0.3]])
     numbers = agreement(estimate, exact, k=3)
@@ -101,6 +102,8 @@ def test_agreement_by_hand():
 
 
 def test_atp_verify_full_reports_precision_recall_and_the_full_grid_spearman(tmp_path):
+    from bindexp.interventions.attribution import agreement
+
     outcome = run_patch(_settings(tmp_path, method="atp", verify="full", verify_top_k=4))
     summary = outcome.summary
     assert "atp_exact_spearman_top_k" not in summary and summary["atp_verify_k"] == 4
