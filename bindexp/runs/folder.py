@@ -150,3 +150,22 @@ def read_pointer(path: Path) -> dict[str, str] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return pointer if isinstance(pointer, dict) else None
+
+
+def check_writable_dir(path: str | Path, what: str = "output_dir") -> None:
+    """Raise InputError (one line) unless `path` is a folder this process can write to, or could
+    be made in one: a temporary file is created and removed in it (or in its nearest existing
+    parent, when it does not exist yet; nothing is left behind)."""
+    import tempfile
+
+    from bindexp.errors import InputError
+
+    folder = Path(path).absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    try:
+        if existing is None or not existing.is_dir():
+            raise NotADirectoryError(20, "not a directory" if existing is not None else "no such folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".bindexp-write-check-"):
+            pass
+    except OSError as err:
+        raise InputError(f"{what} {str(path)!r} is not a writable folder: {err.strerror or err}") from None
