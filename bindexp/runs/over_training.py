@@ -31,8 +31,9 @@ from bindexp.models.cache import ModelCache
 from bindexp.runs.folder import CHECKPOINT_RUNS_DIR, POINTER_ENV
 from bindexp.runs.patch import check_layers, checked_request, headline_metric, run_patch
 from bindexp.runs.settings import PatchSettings, StrList
-from bindexp.runs.tracking import Tracker
+from bindexp.runs.tracking import Tracker, input_digest
 from bindexp.tasks.registry import get_task
+from bindexp.training.checkpoint import INDEX_FILE, TRAINER_DIR, step_name
 
 ALIASES = ("latest", "best")
 TRAINING_PROGRAM_FIELDS = ("seq_len", "spacing", "distractor_chains", "max_distractor_depth")
@@ -90,8 +91,6 @@ class OverTrainingOutcome:
 
 def checkpoint_index(root: Path) -> dict[str, Any]:
     """checkpoints.json of a training run's checkpoint folder; InputError when there is none."""
-    from bindexp.training.checkpoint import INDEX_FILE
-
     path = root / INDEX_FILE
     if not path.is_file():
         raise InputError(f"checkpoints={root}: no {INDEX_FILE} there; give a training run's --checkpoint_dir")
@@ -110,8 +109,6 @@ def _step_of(name: str) -> int:
 
 def choose_checkpoints(root: Path, requested: list[str]) -> list[Checkpoint]:
     """The checkpoints `requested` names (steps, `latest`, `best`, `all`), in step order, each once."""
-    from bindexp.training.checkpoint import step_name
-
     index = checkpoint_index(root)
     kept: list[str] = index["steps"]
     known = f"kept in {root}: steps {', '.join(str(_step_of(n)) for n in kept)}, or latest, best, all"
@@ -124,7 +121,7 @@ def choose_checkpoints(root: Path, requested: list[str]) -> list[Checkpoint]:
             names += kept
         elif word in ALIASES:
             if not index.get(word):
-                raise InputError(f"{root}/checkpoints.json names no {word} checkpoint")
+                raise InputError(f"{root / INDEX_FILE} names no {word} checkpoint")
             names.append(index[word])
         elif re.fullmatch(r"(step-)?\d+", word):
             name = step_name(int(word.removeprefix("step-")))
@@ -137,14 +134,13 @@ def choose_checkpoints(root: Path, requested: list[str]) -> list[Checkpoint]:
     for name in sorted(set(names), key=_step_of):
         path = root / name
         if not (path / "config.json").is_file():
-            raise InputError(f"checkpoint {path} is listed in checkpoints.json but its model files are missing")
+            raise InputError(f"checkpoint {path} is listed in {INDEX_FILE} but its model files are missing")
         chosen.append(Checkpoint(_step_of(name), path, tuple(a for a in ALIASES if index.get(a) == name)))
     return chosen
 
 
 def training_record(root: Path) -> TrainingRecord:
     """The newest checkpoint's trainer state: settings, history, heuristic plateau, phase boundaries."""
-    from bindexp.training.checkpoint import TRAINER_DIR
     from bindexp.training.evaluation import phase_boundaries
 
     index = checkpoint_index(root)
@@ -168,8 +164,6 @@ def with_training_programs(settings: OverTrainingSettings, training: dict[str, A
 
 def checkpoint_patch_settings(settings: OverTrainingSettings, checkpoint: Checkpoint, runs_dir: Path) -> PatchSettings:
     """The patch run of one checkpoint: these patch settings on that model, W&B off, its folder in `runs_dir`."""
-    from bindexp.training.checkpoint import step_name
-
     values = settings.model_dump(exclude={"checkpoints", "steps", "metric"})
     values.update(model=str(checkpoint.path), wandb_mode="disabled", output_dir=str(runs_dir),
                   run_name=step_name(checkpoint.step), tags=[], group=None, sweep=None)
@@ -225,7 +219,8 @@ def run_over_training(settings: OverTrainingSettings) -> OverTrainingOutcome:
         tracker.update_config({
             "checkpoint_steps": [c.step for c in chosen], "from_training": filled,
             "training_run_folder": training.run_folder, "heuristic_plateau": training.heuristic_plateau,
-            "inputs": {**tracker.extra.get("inputs", {}), "checkpoints": {"path": str(root.resolve())}},
+            "inputs": {**tracker.extra.get("inputs", {}),
+                       "checkpoints": {"path": str(root.resolve()), "digest": input_digest(root / INDEX_FILE)}},
         })
         return _analyse(settings, chosen, training, tracker, cache)
 
