@@ -35,6 +35,9 @@ HEATMAP_FILE = "heatmap.png"  # patch
 ATP_VERIFY_FILE = "atp_verify.csv"  # patch with method=atp and verify_top_k
 ROBUST_FILE = "robust_programs.jsonl"  # robust: one program per line
 ROBUST_META_SUFFIX = ".meta.json"  # robust: the sidecar of a programs file, <name>.meta.json
+OVER_TRAINING_TABLE_FILE = "over_training.csv"  # over_training: step, role, layer, metric, value, ci_low, ci_high, n
+OVER_TRAINING_PLOT_FILE = "over_training.png"  # over_training: the metric against the training step per role
+CHECKPOINT_RUNS_DIR = "checkpoint_runs"  # over_training: one patch run folder per checkpoint, step-NNNNNN/
 POINTER_ENV = "BINDEXP_RUN_POINTER"
 
 
@@ -90,6 +93,19 @@ class RunFolder:
     @property
     def robust(self) -> Path:
         return self.path / ROBUST_FILE
+
+    @property
+    def over_training_table(self) -> Path:
+        return self.path / OVER_TRAINING_TABLE_FILE
+
+    @property
+    def over_training_plot(self) -> Path:
+        return self.path / OVER_TRAINING_PLOT_FILE
+
+    @property
+    def checkpoint_runs(self) -> Path:
+        """The folder holding a patch run folder per analysed checkpoint (`step-NNNNNN/`)."""
+        return self.path / CHECKPOINT_RUNS_DIR
 
     def is_run(self) -> bool:
         """Whether a run (of any job, or an older run without config.json) wrote this folder."""

@@ -213,14 +213,21 @@ def log_patch_history(tracker: Tracker, grid: Grid, metric: str) -> None:
     tracker.log_steps("layer", rows, metric)
 
 
-def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
-    """One patching run (job_type `patch`), with a local copy of everything."""
+def checked_request(settings: PatchSettings) -> tuple[PatchSettings, list[Program]]:
+    """What a patch run refuses before any model loads: the settings in effect (a programs file's
+    prompt settings filled in) and the shots."""
     check_model_name(settings.model)
     settings = with_file_prompt_settings(settings)  # the file's shots, template, seed unless given
     require_answer_next(settings.template)  # also refuses unknown templates
     shots = patch_shots(settings)  # impossible requests fail here, before any model or W&B work
     candidate_pairs(settings, 1, shots)
     check_writable_dir(settings.output_dir)
+    return settings, shots
+
+
+def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
+    """One patching run (job_type `patch`), with a local copy of everything."""
+    settings, shots = checked_request(settings)
     lm = cache.get(settings.model, **settings.model_kwargs())
     check_layers(settings, lm.n_layers)  # before any W&B run or pair is made
     with Tracker(settings, "patch") as tracker:
