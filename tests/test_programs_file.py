@@ -203,7 +203,7 @@ def test_lines_found_with_different_prompts_are_refused(tmp_path):
 # The file's prompt settings are the run's (issue 9 item 3)
 # --------------------------------------------------------------------------------------------
 
-PATCH = dict(model="tiny-random-llama", seq_len=5, hops=2, num_programs=2, only_correct=False,
+PATCH = dict(model="tiny-random-llama", seq_len=5, hops=2, num_programs=2, only_correct=False, min_gap=0,
              wandb_mode="disabled", progress=False)
 
 
