@@ -130,7 +130,7 @@ def head_panels(grid: Grid, metric: str, title: str, roles: Sequence[str] | None
     values = grid.mean[metric]
     columns = min(4, len(roles))
     rows = -(-len(roles) // columns)
-    figure = Figure(figsize=(3.2 * columns, 2.6 * rows + 0.6))
+    figure = Figure(figsize=(3.2 * columns + 1.0, 2.6 * rows + 0.6), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
     for ax in axes.flat[len(roles):]:
