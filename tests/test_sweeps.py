@@ -17,12 +17,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from bindexp.runs.settings import EvalSettings, PatchSettings, parse_settings
+from bindexp.runs.analysis_settings import AttentionSettings, LensSettings, LocateSettings, SubspaceSettings
 from bindexp.sweeps.spec import (
     SweepError, agent_command, check_sweep, expand, iter_parameter_values, load_sweep, settings_class,
     with_interpreter,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+ANALYSIS_SCRIPTS = {"scripts/attention.py": AttentionSettings, "scripts/lens.py": LensSettings,
+                    "scripts/subspace.py": SubspaceSettings, "scripts/locate.py": LocateSettings}
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
@@ -56,7 +59,8 @@ def test_sweep_file_is_well_formed(path):
     assert all(isinstance(spec, dict) and "parameters" not in spec for spec in config["parameters"].values())
     program = config["program"]
     assert (ROOT / program).is_file(), f"{program} does not exist"
-    assert settings_class(config) is {"scripts/eval.py": EvalSettings, "scripts/patch.py": PatchSettings}[program]
+    assert settings_class(config) is {"scripts/eval.py": EvalSettings, "scripts/patch.py": PatchSettings,
+                                      **ANALYSIS_SCRIPTS}[program]
     assert len(expand(config)) >= 1
 
 
