@@ -190,3 +190,13 @@ def test_bad_analysis_settings_exit_with_one_line(tmp_path, script, argv, fragme
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0]
+
+
+def test_one_program_reads_roles_inside_what_would_be_a_shared_prefix(tmp_path):
+    """With one pair the prompts share everything up to the edit, chain1_lhs included: the plan's
+    prefix must stop before the first role token, or the lens could not read it."""
+    from bindexp.runs.lens import run_lens
+
+    outcome = run_lens(LensSettings(**{**SMALL, "num_programs": 1}, output_dir=str(tmp_path)))
+    column = outcome.grid.labels["role"].index("chain1_lhs")
+    assert np.isfinite(outcome.grid.mean["p_answer"][:, column]).all()

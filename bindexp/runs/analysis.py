@@ -37,10 +37,13 @@ def prepare(settings: AnalysisSettings, cache: ModelCache) -> tuple[LoadedModel,
     return lm, shots
 
 
-def pairs_and_plan(lm: LoadedModel, settings: AnalysisSettings, shots: Sequence[Program], *, site: str = "resid_pre",
-                   prefix_until: str = "edit") -> tuple[list[CounterfactualPair], int, GridPlan]:
+def pairs_and_plan(lm: LoadedModel, settings: AnalysisSettings, shots: Sequence[Program], *,
+                   site: str = "resid_pre") -> tuple[list[CounterfactualPair], int, GridPlan]:
     """The patch runner's pairs for these settings (and how many candidates were looked at), and
-    their plan (tokens, role -> position maps, the shared prefix's cache)."""
+    their plan (tokens, role -> position maps, the shared prefix's cache). The prefix stops before
+    every program's first role token, so reads at any role (attention, lens, subspace sites) and
+    writes from the counterfactual run both lie after it."""
+    prefix_until = "columns"
     pairs, looked_at = choose_pairs(lm, settings, list(shots))
     plan = plan_grid(lm, pairs, site=site, shots=shots, template=settings.template, columns="roles",
                      prefix_until=prefix_until)
