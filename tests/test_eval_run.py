@@ -12,6 +12,7 @@ import pytest
 from bindexp.runs.evaluate import eval_conditions, run_eval
 from bindexp.runs.folder import RESULTS_FILE, SUMMARY_FILE
 from bindexp.runs.settings import EvalSettings
+from bindexp.tasks import TaskError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,19 @@ def test_systematic_only_keeps_heuristic_failures(tmp_path):
     (condition,) = eval_conditions(settings)
     assert len(condition.programs) == 10
     assert not any(p.meta["heuristic"] for p in condition.programs)
+
+
+@pytest.mark.parametrize("seq_len, hops", [(1, 1), (2, 1), (4, 3), (5, 4)])
+def test_systematic_only_refuses_up_front_where_no_program_qualifies(seq_len, hops):
+    settings = EvalSettings(seq_len=[seq_len], hops=[hops], num_programs=5, systematic_only=True)
+    with pytest.raises(TaskError, match=f"seq_len={seq_len}, hops={hops}"):
+        eval_conditions(settings)
+
+
+@pytest.mark.parametrize("seq_len, hops", [(3, 1), (5, 3), (6, 4)])
+def test_systematic_only_just_above_that_still_finds_programs(seq_len, hops):
+    (condition,) = eval_conditions(EvalSettings(seq_len=[seq_len], hops=[hops], num_programs=5, systematic_only=True))
+    assert len(condition.programs) == 5 and not any(p.meta["heuristic"] for p in condition.programs)
 
 
 def test_open_ended_task_is_generated_and_parsed(tmp_path):

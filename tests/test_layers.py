@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = 'docs/ARCHITECTURE.md, section "Layers"'
-LAYERS = {"errors": 0, "vocab": 0, "stats": 0, "tasks": 1, "models": 2, "interventions": 3, "runs": 4,
+LAYERS = {"errors": 0, "vocab": 0, "stats": 0, "tasks": 1, "models": 2, "interventions": 3, "training": 3, "runs": 4,
           "sweeps": 5, "results": 5}
 HEAVY = {"torch", "wandb", "transformers", "nnsight", "tokenizers", "pandas", "matplotlib"}
 

@@ -18,6 +18,7 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from bindexp.runs.settings import EvalSettings, PatchSettings, parse_settings
 from bindexp.runs.analysis_settings import AttentionSettings, LensSettings, LocateSettings, SubspaceSettings
+from bindexp.runs.train_settings import TrainSettings
 from bindexp.sweeps.spec import (
     SweepError, agent_command, check_sweep, expand, iter_parameter_values, load_sweep, settings_class,
     with_interpreter,
@@ -60,7 +61,7 @@ def test_sweep_file_is_well_formed(path):
     program = config["program"]
     assert (ROOT / program).is_file(), f"{program} does not exist"
     assert settings_class(config) is {"scripts/eval.py": EvalSettings, "scripts/patch.py": PatchSettings,
-                                      **ANALYSIS_SCRIPTS}[program]
+                                      "scripts/train.py": TrainSettings, **ANALYSIS_SCRIPTS}[program]
     assert len(expand(config)) >= 1
 
 

@@ -64,10 +64,19 @@ def eval_conditions(settings: EvalSettings) -> list[Condition]:
 
 def _draw(settings: EvalSettings, seq_len: int, exclude: set[str], options: dict[str, Any]) -> list[Program]:
     wanted, n = settings.num_programs, settings.num_programs
+    hops = options.get("hops")
+    if settings.systematic_only and hops is not None and seq_len - hops + 1 <= 2:
+        # the root constant comes before the chain's other hops - 1 lines, so it sits on line 1 or 2
+        raise TaskError(f"systematic_only=True keeps no program at seq_len={seq_len}, hops={hops}: the chain's "
+                        "constant is always on line 1 or 2, so the line-1/line-2 heuristic always answers right; "
+                        "use seq_len >= hops + 2")
     while True:
         drawn = make_programs(settings.task, n, seq_len, settings.seed, exclude=exclude, **options)
         kept = [p for p in drawn if not (settings.systematic_only and p.meta.get("heuristic"))]
         if len(kept) >= wanted or n > 64 * wanted:
+            if not kept:
+                raise TaskError(f"systematic_only=True kept none of {len(drawn)} programs at seq_len={seq_len}"
+                                + (f", hops={hops}" if hops is not None else ""))
             return kept[:wanted]
         n *= 2
 

@@ -21,7 +21,7 @@ from bindexp.models.loading import LoadedModel, ModelError, check_model_name
 from bindexp.runs.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE
 from bindexp.runs.settings import PatchSettings
 from bindexp.runs.tracking import Tracker
-from bindexp.runs.robust import load_robust_programs
+from bindexp.runs.robust import load_robust_programs, with_file_prompt_settings
 from bindexp.tasks.counterfactuals import CounterfactualPair, check_pair_request, make_counterfactual, make_pairs
 from bindexp.tasks.program import Program, TaskError, derive_rng
 from bindexp.tasks.prompts import require_answer_next
@@ -59,8 +59,6 @@ def candidate_pairs(settings: PatchSettings, n: int, shots: list[Program]) -> li
         return make_pairs(settings.counterfactual, n, settings.seq_len, settings.seed, task=settings.task,
                           exclude={s.text for s in shots}, keep=keep, **options)
     check_pair_request(settings.task, settings.counterfactual, options)
-    if not Path(settings.programs_file).exists():
-        raise TaskError(f"programs_file {settings.programs_file} does not exist")
     programs = load_robust_programs(settings.programs_file, hops=options.get("hops"), seq_len=settings.seq_len)
     shot_texts = {shot.text for shot in shots}
     programs = [program for program in programs if program.text not in shot_texts and program.task == settings.task]
@@ -126,6 +124,7 @@ def check_layers(settings: PatchSettings, n_layers: int) -> None:
 def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
     """One patching run (job_type `patch`), with a local copy of everything."""
     check_model_name(settings.model)
+    settings = with_file_prompt_settings(settings)  # the file's shots, template, seed unless given
     require_answer_next(settings.template)  # also refuses unknown templates
     shots = patch_shots(settings)  # impossible requests fail here, before any model or W&B work
     candidate_pairs(settings, 1, shots)

@@ -6,7 +6,9 @@
 The candidates are exactly the programs `scripts/eval.py` scores with the same settings (same
 seed, options, few-shot examples and prompt), so "robust" means: each model's eval run answers
 it correctly. The file is JSON Lines, one program per line (see ROBUST_FORMAT), and
-`load_robust_programs` turns it back into `Program` objects for a patch run.
+`load_robust_programs` turns it back into `Program` objects for a patch run, trusting nothing it
+states (see bindexp/tasks/programs_file.py), and `with_file_prompt_settings` makes the run use the
+prompt the programs were found with.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, model_validator
 
 from bindexp.runs.folder import ROBUST_FILE, robust_meta_path
-from bindexp.runs.settings import EvalSettings, StrList
-from bindexp.tasks.program import Program
+from bindexp.runs.settings import EvalSettings, ProgramSettings, StrList
+from bindexp.tasks.program import Program, TaskError
+from bindexp.tasks.programs_file import read_programs_file
 
 ROBUST_FORMAT = """\
 One JSON object per line, one line per program every model answered correctly:
@@ -124,10 +128,38 @@ def read_robust(path: str | Path) -> list[dict[str, Any]]:
 
 
 def load_robust_programs(path: str | Path, *, hops: int | None = None, seq_len: int | None = None) -> list[Program]:
-    """The file's programs as `Program` objects (optionally only one hops / seq_len), in file order."""
-    programs = []
-    for line in read_robust(path):
-        if (hops is not None and line["hops"] != hops) or (seq_len is not None and line["seq_len"] != seq_len):
+    """The file's programs as `Program` objects (optionally only one hops / seq_len), in file order.
+    Every line is checked and its labels recomputed first (`read_programs_file`): TaskError naming file:line."""
+    return read_programs_file(path).select(hops, seq_len)
+
+
+S = TypeVar("S", bound=ProgramSettings)
+
+
+def with_file_prompt_settings(settings: S) -> S:
+    """`settings` with the prompt settings of its `programs_file` (shots, template, seed, chat, task
+    options) wherever the user did not give them; says on stderr which it uses. A setting given
+    explicitly that differs from the file's is a TaskError; so is one the runner cannot apply."""
+    source = getattr(settings, "programs_file", None)
+    if source is None:
+        return settings
+    wanted = read_programs_file(source).prompt.as_settings()
+    updates, conflicts = {}, []
+    for name, value in wanted.items():
+        if name not in type(settings).model_fields:
+            if value is False or value is None:
+                continue  # e.g. chat=False for a runner without a chat option
+            raise TaskError(f"{source} was found with {name}={value!r}, which this run cannot apply")
+        current = settings.n_shots if name == "shots" else getattr(settings, name)
+        if current == value and type(current) is type(value):
             continue
-        programs.append(Program.from_dict({**line, "text": line["program"]}))
-    return programs
+        if name in settings.model_fields_set:
+            conflicts.append(f"{name}={current!r} (file: {value!r})")
+        else:
+            updates[name] = value
+    if conflicts:
+        raise TaskError(f"{source} was found with other prompt settings than given: {', '.join(conflicts)}; "
+                        "leave them out to use the file's")
+    used = ", ".join(f"{name}={value!r}" for name, value in wanted.items())
+    print(f"prompt settings from {source}: {used}", file=sys.stderr)
+    return settings.model_copy(update=updates)

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings
 from bindexp.runs.cli import InputError
 from bindexp.runs.analysis_settings import AttentionSettings, LensSettings, LocateSettings, SubspaceSettings
 from bindexp.runs.settings import EvalSettings, PatchSettings
+from bindexp.runs.train_settings import TrainSettings
 
 # What the agent runs when a sweep has no `command` (wandb's own default).
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -55,6 +56,7 @@ SCRIPT_SETTINGS: dict[str, type[BaseSettings]] = {
     "scripts/lens.py": LensSettings,
     "scripts/subspace.py": SubspaceSettings,
     "scripts/locate.py": LocateSettings,
+    "scripts/train.py": TrainSettings,
 }
 
 

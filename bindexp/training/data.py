@@ -1,0 +1,190 @@
+"""Training data: the paper's distribution of binding programs, split with no overlap.
+
+Pure Python (tasks only). Every program is drawn by `make_programs("binding", ...)`; this module
+only decides *which* draws go where:
+
+- held-out combinations: a seeded share of the 260 (variable letter, digit) pairs never appear as
+  `x = d` in a training program; the `heldout` set holds programs whose chain root is such a pair;
+- fixed evaluation sets (validation, test, held-out, longer programs, more hops than trained),
+  each disjoint from the others;
+- the training stream: program k of the run is a pure function of (data settings, k), so a
+  resumed run sees exactly the batches an uninterrupted one would. With `train_programs=P` the
+  stream is a finite pool of P programs visited in a fresh seeded order each epoch (the paper's
+  15 epochs over 450k programs); without it every step draws new programs.
+
+Disjointness is asserted by sha256 of the program text: no training program is an evaluation
+program, and no evaluation set shares a program with another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import re
+from typing import Any, Callable, Iterable
+
+from bindexp.tasks.binding import LETTERS, MAX_HOPS
+from bindexp.tasks.program import Program, TaskError, derive_rng
+from bindexp.tasks.registry import DIGITS, make_programs
+
+Pair = tuple[str, str]  # (variable letter, digit)
+ALL_PAIRS: tuple[Pair, ...] = tuple(itertools.product(LETTERS, DIGITS))
+_CONSTANT_LINE = re.compile(r"^([a-z]) ?= ?([0-9])$", re.MULTILINE)
+_MAX_ATTEMPTS = 1000
+
+
+class DataError(TaskError):
+    """Training data that cannot be drawn as asked (one line, fit for a CLI)."""
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def heldout_pairs(fraction: float, data_seed: int) -> frozenset[Pair]:
+    """A seeded `fraction` of all (letter, digit) pairs, the same for the same seed."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"heldout_fraction must be in [0, 1), got {fraction}")
+    pairs = list(ALL_PAIRS)
+    derive_rng("heldout-pairs", data_seed).shuffle(pairs)
+    return frozenset(pairs[: round(fraction * len(pairs))])
+
+
+def constant_pairs(program: Program) -> set[Pair]:
+    """Every (letter, digit) a line of `program` assigns as a constant (`x = d`)."""
+    return set(_CONSTANT_LINE.findall(program.code))
+
+
+def root_pair(program: Program) -> Pair:
+    """The (letter, digit) of the query chain's constant line."""
+    return program.span_text("chain1_lhs"), program.span_text("root_value")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What the training distribution and the evaluation sets are (all seeded by data_seed)."""
+
+    seq_len: int = 16
+    hops: tuple[int, ...] = (1, 2, 3, 4)
+    data_seed: int = 0
+    distractor_chains: int | None = None
+    max_distractor_depth: int = 3
+    spacing: str = "spaced"
+    heldout_fraction: float = 0.1
+    train_programs: int | None = None  # finite pool visited once per epoch; None: fresh draws
+    n_eval: int = 256  # programs in each evaluation set
+    longer_seq_lens: tuple[int, ...] = ()  # generalisation: programs longer than trained
+
+    def options(self) -> dict[str, Any]:
+        return {"distractor_chains": self.distractor_chains, "max_distractor_depth": self.max_distractor_depth,
+                "spacing": self.spacing}
+
+    @property
+    def more_hops(self) -> tuple[int, ...]:
+        """Generalisation: chain lengths the generator makes (up to MAX_HOPS and seq_len) that
+        training never shows."""
+        return tuple(h for h in range(max(self.hops) + 1, min(MAX_HOPS, self.seq_len) + 1))
+
+    def check(self) -> None:
+        """Raise DataError if some set cannot be drawn; draws nothing expensive."""
+        if not self.hops or len(set(self.hops)) != len(self.hops):
+            raise DataError(f"hops must be distinct values, got {list(self.hops)}")
+        if self.train_programs is not None and self.train_programs < 1:
+            raise DataError(f"train_programs must be at least 1 (or None), got {self.train_programs}")
+        if self.n_eval < 1:
+            raise DataError(f"n_eval must be at least 1, got {self.n_eval}")
+        for hops in self.hops + self.more_hops:
+            make_programs("binding", 0, self.seq_len, self.data_seed, hops=hops, **self.options())
+        for seq_len in self.longer_seq_lens:
+            for hops in self.hops:
+                make_programs("binding", 0, seq_len, self.data_seed, hops=hops, **self.options())
+        heldout_pairs(self.heldout_fraction, self.data_seed)
+
+
+class ProgramData:
+    """The evaluation sets (drawn once) and the training stream of one data specification."""
+
+    def __init__(self, spec: DataSpec):
+        spec.check()
+        self.spec = spec
+        self.heldout = heldout_pairs(spec.heldout_fraction, spec.data_seed)
+        self._pool_order: dict[int, list[int]] = {}
+        self._pool_text: dict[int, str] = {}
+        self.eval_sets: dict[str, list[Program]] = {}
+        clean = self._has_no_heldout_pair
+        self._add_eval_set("validation", spec.seq_len, spec.hops, clean)
+        self._add_eval_set("test", spec.seq_len, spec.hops, clean)
+        if self.heldout:
+            self._add_eval_set("heldout", spec.seq_len, spec.hops, lambda p: root_pair(p) in self.heldout)
+        for seq_len in spec.longer_seq_lens:
+            self._add_eval_set(f"longer_len{seq_len}", seq_len, spec.hops, clean)
+        for hops in spec.more_hops:
+            self._add_eval_set(f"more_hops{hops}", spec.seq_len, (hops,), clean)
+        self.eval_hashes = frozenset(text_hash(p.text) for ps in self.eval_sets.values() for p in ps)
+        sizes = sum(len(ps) for ps in self.eval_sets.values())
+        if len(self.eval_hashes) != sizes:
+            raise AssertionError("two evaluation sets share a program")
+        self._eval_texts = frozenset(p.text for ps in self.eval_sets.values() for p in ps)
+
+    def _has_no_heldout_pair(self, program: Program) -> bool:
+        return not (constant_pairs(program) & self.heldout)
+
+    def _add_eval_set(self, name: str, seq_len: int, hops: Iterable[int], accept: Callable[[Program], bool]) -> None:
+        taken = {p.text for ps in self.eval_sets.values() for p in ps}
+        hops = tuple(hops)
+        programs = []
+        for i in range(self.spec.n_eval):
+            program = self._draw(f"eval-{name}", i, seq_len, hops[i % len(hops)], accept, taken)
+            taken.add(program.text)
+            programs.append(program)
+        self.eval_sets[name] = programs
+
+    def _draw(self, stream: str, index: int, seq_len: int, hops: int,
+              accept: Callable[[Program], bool], exclude: frozenset[str] | set[str]) -> Program:
+        """The first accepted draw of sub-stream (stream, index): a pure function of its arguments."""
+        for attempt in range(_MAX_ATTEMPTS):
+            (program,) = make_programs("binding", 1, seq_len, self.spec.data_seed, stream=f"{stream}:{index}:{attempt}",
+                                       exclude=exclude, hops=hops, **self.spec.options())
+            if accept(program):
+                return program
+        raise DataError(f"could not draw an acceptable {stream} program of {seq_len} lines and {hops} hops; "
+                        "lower heldout_fraction or change seq_len")
+
+    # -- the training stream -------------------------------------------------------------------
+
+    def source_index(self, k: int) -> int:
+        """Which draw the k-th training program of the run is (the pool position in pool mode)."""
+        pool = self.spec.train_programs
+        if pool is None:
+            return k
+        epoch, position = divmod(k, pool)
+        if epoch not in self._pool_order:
+            order = list(range(pool))
+            derive_rng("train-epoch-order", self.spec.data_seed, epoch).shuffle(order)
+            self._pool_order = {epoch: order}  # one epoch at a time in memory
+        return self._pool_order[epoch][position]
+
+    def train_program(self, k: int) -> Program:
+        """The k-th training program of the run (no held-out pair, no evaluation program)."""
+        j = self.source_index(k)
+        hops = self.spec.hops[j % len(self.spec.hops)]
+        program = self._draw("train", j, self.spec.seq_len, hops, self._has_no_heldout_pair, self._eval_texts)
+        if text_hash(program.text) in self.eval_hashes:
+            raise AssertionError(f"training program {k} is an evaluation program")
+        return program
+
+    def train_text(self, k: int) -> str:
+        """Program k of the stream with its answer appended: what the model is trained on."""
+        j = self.source_index(k)
+        if j in self._pool_text:
+            return self._pool_text[j]
+        program = self.train_program(k)
+        text = program.text + program.answer_text
+        if self.spec.train_programs is not None:
+            self._pool_text[j] = text
+        return text
+
+    def train_texts(self, step: int, batch_size: int) -> list[str]:
+        """The batch of training step `step` (0-based): programs step*B .. step*B+B-1."""
+        return [self.train_text(step * batch_size + row) for row in range(batch_size)]

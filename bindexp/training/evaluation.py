@@ -1,0 +1,88 @@
+"""Accuracy during training on the fixed evaluation sets, and the phases it passes through.
+
+Scoring is `bindexp.models.scoring.score_candidates` (argmax over the ten digits at the final
+token), exactly as `scripts/eval.py` scores a model. Metric names (W&B history keys):
+
+    validation/loss, validation/accuracy, validation/accuracy_hops{h},
+    validation/accuracy_heuristic_right, validation/accuracy_heuristic_wrong (the "systematic" programs),
+    heldout/accuracy, longer_len{L}/accuracy, more_hops{h}/accuracy   (and test/... at the end)
+
+Phases (after the paper): the heuristic plateau is the share of validation programs whose answer
+is the constant on line 1 or line 2 -- the best a model relying on that heuristic alone can reach.
+`past_heuristic_step` is the first evaluation whose accuracy exceeds it; `systematic_step` the
+first whose heuristic-wrong accuracy passes 0.99. None when not reached.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+
+from bindexp.models.loading import LoadedModel
+from bindexp.models.scoring import score_candidates
+from bindexp.tasks.program import Program
+from bindexp.tasks.registry import DIGITS
+
+SYSTEMATIC_THRESHOLD = 0.99
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def set_metrics(lm: LoadedModel, name: str, programs: Sequence[Program], batch_size: int,
+                detailed: bool) -> dict[str, float]:
+    """Accuracy (and, if `detailed`, loss, accuracy by hops and by heuristic label) on one set."""
+    scores = score_candidates(lm, [p.text for p in programs], [p.answer for p in programs], DIGITS,
+                              batch_size=batch_size, reuse_prefix=False)
+    metrics = {f"{name}/accuracy": _mean([s.correct for s in scores])}
+    if not detailed:
+        return metrics
+    metrics[f"{name}/loss"] = _mean([-math.log(max(s.p_answer, 1e-30)) for s in scores])
+    for hops in sorted({p.meta["hops"] for p in programs}):
+        metrics[f"{name}/accuracy_hops{hops}"] = _mean(
+            [s.correct for s, p in zip(scores, programs) if p.meta["hops"] == hops])
+    for label, wanted in (("right", True), ("wrong", False)):
+        metrics[f"{name}/accuracy_heuristic_{label}"] = _mean(
+            [s.correct for s, p in zip(scores, programs) if p.meta["heuristic"] == wanted])
+    return metrics
+
+
+def evaluate_sets(model: Any, tokenizer: Any, eval_sets: dict[str, list[Program]], batch_size: int,
+                  names: Sequence[str] | None = None) -> dict[str, float]:
+    """Metrics of `model` on the named sets (default: all but `test`), in eval mode, leaving the
+    global RNG state exactly as it was (so evaluating never changes training)."""
+    lm = LoadedModel("training", model, tokenizer, "in-training", model.config.model_type)
+    chosen = [n for n in eval_sets if n != "test"] if names is None else list(names)
+    was_training = model.training
+    model.eval()
+    devices = [next(model.parameters()).device] if next(model.parameters()).is_cuda else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            metrics: dict[str, float] = {}
+            for name in chosen:
+                detailed = name in ("validation", "test")
+                metrics.update(set_metrics(lm, name, eval_sets[name], batch_size, detailed))
+    finally:
+        model.train(was_training)
+    return metrics
+
+
+def heuristic_plateau(programs: Sequence[Program]) -> float:
+    """Share of `programs` the line-1/line-2 heuristic can answer."""
+    return _mean([bool(p.meta["heuristic"]) for p in programs])
+
+
+def phase_boundaries(history: Sequence[dict[str, Any]], plateau: float) -> dict[str, int | None]:
+    """First evaluation steps past the heuristic plateau and past 0.99 systematic accuracy."""
+
+    def first(condition) -> int | None:
+        return next((int(row["train/step"]) for row in history if condition(row)), None)
+
+    return {
+        "past_heuristic_step": first(lambda r: r.get("validation/accuracy", 0.0) > plateau),
+        "systematic_step": first(
+            lambda r: r.get("validation/accuracy_heuristic_wrong", 0.0) > SYSTEMATIC_THRESHOLD),
+    }

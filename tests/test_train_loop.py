@@ -1,0 +1,52 @@
+"""The pieces of a training step: schedule, labels, optimizer state round trip, phases."""
+
+import pytest
+import torch
+
+from bindexp.training.architecture import ArchSpec, new_model, program_tokenizer
+from bindexp.training.checkpoint import load_optimizer, optimizer_tensors
+from bindexp.training.evaluation import phase_boundaries
+from bindexp.training.loop import IGNORE, OptimSpec, lr_factor, make_batch, make_optimizer, train_step
+
+
+def test_warmup_then_linear_decay_to_zero():
+    assert [lr_factor(s, warmup=2, total=6) for s in range(7)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert lr_factor(0, warmup=0, total=4) == 1.0
+
+
+def test_answer_loss_has_one_label_per_program_and_it_is_the_answer_digit():
+    tokenizer = program_tokenizer()
+    texts = ["a=3\nb=a\n#b: 3", "c = 7\n#c: 7"]  # different lengths: the shorter one is padded
+    batch = make_batch(tokenizer, texts, "answer", torch.device("cpu"))
+    assert batch.input_ids.shape == (2, 1 + len(texts[0]))
+    for row, text in enumerate(texts):
+        kept = (batch.labels[row] != IGNORE).nonzero().flatten().tolist()
+        assert kept == [len(text) - 1]  # label index i is the token after input position i
+        assert tokenizer.convert_ids_to_tokens(int(batch.labels[row, kept[0]])) == text[-1]
+    every = make_batch(tokenizer, texts, "all", torch.device("cpu"))
+    assert [int((every.labels[r] != IGNORE).sum()) for r in range(2)] == [len(t) for t in texts]
+
+
+def test_optimizer_state_survives_safetensors_exactly():
+    tokenizer = program_tokenizer()
+    spec = OptimSpec(lr=1e-2, warmup_steps=1, steps=5)
+    model = new_model(ArchSpec(n_layers=1, d_model=16, n_heads=2, d_ff=32), tokenizer, seed=0)
+    optimizer, scheduler = make_optimizer(model, spec)
+    train_step(model, make_batch(tokenizer, ["a=1\n#a: 1"], "answer", torch.device("cpu")), optimizer, scheduler, spec)
+    tensors, groups = optimizer_tensors(optimizer)
+    fresh, _ = make_optimizer(model, spec)
+    load_optimizer(fresh, tensors, groups)
+    for a, b in zip(optimizer.state_dict()["state"].values(), fresh.state_dict()["state"].values()):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert fresh.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+
+
+def test_phase_boundaries_are_the_first_evaluations_past_each_threshold():
+    history = [
+        {"train/step": 100, "validation/accuracy": 0.12, "validation/accuracy_heuristic_wrong": 0.1},
+        {"train/step": 200, "validation/accuracy": 0.61, "validation/accuracy_heuristic_wrong": 0.3},
+        {"train/step": 300, "validation/accuracy": 0.95, "validation/accuracy_heuristic_wrong": 0.991},
+        {"train/step": 400, "validation/accuracy": 0.99, "validation/accuracy_heuristic_wrong": 1.0},
+    ]
+    assert phase_boundaries(history, plateau=0.6) == {"past_heuristic_step": 200, "systematic_step": 300}
+    assert phase_boundaries(history[:2], plateau=0.7) == {"past_heuristic_step": None, "systematic_step": None}
