@@ -1,4 +1,4 @@
-"""Compare runs: tidy accuracy table, mean +- 95% CI by model x hops x seq_len, plots, patch grids.
+"""Compare runs: tidy accuracy table, mean over seeds (95% t-CI) by model x hops x seq_len, plots, patch grids.
 
     python scripts/compare.py --group=smoke-cpu                        # offline runs in ./wandb
     python scripts/compare.py --runs_dir=/data/wandb --tags=[eval]      # another W&B folder
@@ -6,7 +6,8 @@
     python scripts/compare.py --group=smoke-cpu --log_wandb=True        # also a W&B run (job_type compare)
 
 Writes tidy.csv, aggregate.csv, aggregate.md, accuracy_by_model.png, accuracy_by_hops.png and,
-for patch runs, patch/*.safetensors|json|png and patch_cells.csv under --out.
+for patch runs, patch/*.safetensors|json|png and patch_cells.csv under --out; left_out.csv lists the runs
+not counted (failed, unreadable, duplicates) and why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from bindexp.runs.cli import run_cli
 def _run_and_print(settings: CompareSettings) -> int:
     outcome: CompareOutcome = run_compare(settings)
     runs = outcome.tidy["run_id"].nunique() if not outcome.tidy.empty else 0
-    print(f"{runs} eval runs, {len(outcome.grids)} averaged patch grids, {len(outcome.skipped)} runs left out")
+    left_out = f" (why: {outcome.out_dir / 'left_out.csv'})" if outcome.skipped else ""
+    print(f"{runs} eval runs, {len(outcome.grids)} averaged patch grids, "
+          f"{len(outcome.skipped)} runs left out{left_out}")
     if not outcome.tidy.empty:
         print(markdown_table(outcome.aggregate, settings.by))
     for averaged in outcome.grids:

@@ -17,10 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bindexp.stats import moment_interval
+from bindexp.stats import RunningMoments, wilson_bounds
 
 GRID_ARRAYS = "grid.safetensors"
 GRID_SIDECAR = "grid.json"
+PROPORTION_METRICS = ("iia",)  # 0/1 per pair: Wilson intervals while every value added is 0 or 1
 
 
 @dataclasses.dataclass
@@ -130,29 +131,26 @@ class GridAccumulator:
         self.axes = tuple(axes)
         self.labels = labels
         shape = tuple(len(labels[a]) for a in self.axes)
-        self.sums = {m: np.zeros(shape) for m in metrics}
-        self.squares = {m: np.zeros(shape) for m in metrics}
-        self.counts = {m: np.zeros(shape) for m in metrics}
+        self.moments = {m: RunningMoments(shape) for m in metrics}  # stable streamed mean and variance
+        self.outcomes = {m: True for m in metrics if m in PROPORTION_METRICS}  # only 0/1 values so far
         self.pairs = np.zeros(shape, dtype=int)
         self.token_labels: list[str] = []
 
     def add(self, values: dict[str, np.ndarray]) -> None:
         """One pair's values per cell; NaN marks a cell this pair has no value for."""
         for metric, array in values.items():
-            array = np.asarray(array, dtype=float)
-            present = ~np.isnan(array)
-            self.sums[metric] += np.where(present, array, 0.0)
-            self.squares[metric] += np.where(present, array**2, 0.0)
-            self.counts[metric] += present
+            self.moments[metric].add(array)
+            if self.outcomes.get(metric):  # (means over runs are not 0/1: they get t intervals)
+                self.outcomes[metric] = bool(np.all(np.isin(np.asarray(array)[~np.isnan(array)], (0.0, 1.0))))
         self.pairs += ~np.isnan(np.asarray(values["logit_diff"] if "logit_diff" in values
                                            else next(iter(values.values())), dtype=float))
 
     def grid(self, info: dict[str, Any] | None = None) -> Grid:
         mean, low, high = {}, {}, {}
-        for metric in self.sums:
-            mean[metric], low[metric], high[metric] = moment_interval(
-                self.sums[metric], self.squares[metric], self.counts[metric]
-            )
-        counts = {m: self.counts[m].astype(int) for m in self.counts}
+        for metric, moments in self.moments.items():
+            mean[metric], low[metric], high[metric] = moments.interval()
+            if self.outcomes.get(metric):
+                low[metric], high[metric] = wilson_bounds(moments.mean * moments.count, moments.count)
+        counts = {m: self.moments[m].count.astype(int) for m in self.moments}
         return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), counts, list(self.token_labels),
                     info or {})

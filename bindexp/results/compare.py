@@ -4,9 +4,13 @@
     python scripts/compare.py --source=api --sweep=abc123 --entity=me  # a W&B server
 
 After gathering (`bindexp.results.records`: the W&B API or local run folders, same RunRecord shape)
-everything is one code path: `tidy_table` (one row per run x hops x seq_len, from each run's
-results.jsonl, else its summary), `aggregate` (mean over runs with a 95% interval, and the pooled
-Wilson interval), CSV + markdown + plots, and `average_grids` for patch runs.
+everything is one code path: runs that cannot be read (a cut results.jsonl, a broken summary) and
+duplicates (same settings and seed: the newest is kept) are left out with their reason;
+`tidy_table` (one row per run x hops x seq_len, from each run's results.jsonl, else its summary,
+with every setting of the run as a column), `aggregate` (mean over seeds with a 95% Student-t
+interval, and the pooled Wilson interval; runs that differ in any setting besides the seed are
+never averaged together: such settings join the grouping), CSV + markdown + plots, and
+`average_grids` for patch runs.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -22,17 +27,18 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bindexp.errors import InputError
 from bindexp.results.summaries import write_analysis_summaries
-from bindexp.results.records import RunFilter, RunRecord, api_records, local_records, usable
-from bindexp.runs.folder import GRID_ARRAYS, GRID_SIDECAR, HEATMAP_FILE, RESULTS_FILE
+from bindexp.results.records import RunFilter, RunRecord, api_records, local_records
+from bindexp.runs.cli import check_writable_folder
+from bindexp.runs.folder import GRID_ARRAYS, GRID_SIDECAR, HEATMAP_FILE, RESULTS_FILE, SUMMARY_FILE
 from bindexp.runs.plots import new_figure, plot_accuracy
 from bindexp.runs.settings import StrList
 from bindexp.vocab import WandbMode
-from bindexp.stats import mean_interval, wilson_interval
+from bindexp.stats import INTERVAL_NOTE, mean_interval, wilson_interval
 
 DEFAULT_BY = ["model", "hops", "seq_len"]
 RUN_COLUMNS = ["run_id", "run_name", "group", "sweep"]
@@ -42,6 +48,9 @@ GRID_KEY = ["model", "hops", "site", "method", "counterfactual"]
 # config entries that may differ between runs averaged together (seeds, bookkeeping, W&B, speed)
 NOT_GRID_SETTINGS = {"seed", "run_name", "group", "tags", "output_dir", "progress", "wandb_mode", "project",
                      "entity", "batch_size", "pairs_per_chunk", "model_info", "device", "runs"}
+NOT_A_SETTING = NOT_GRID_SETTINGS - {"seed"}  # bookkeeping, W&B and speed: never a column, never splits runs
+CELL_SETTINGS = {"hops", "seq_len"}  # a run's cells carry these
+LEFT_OUT_FILE = "left_out.csv"
 
 
 class CompareSettings(BaseSettings):
@@ -65,6 +74,13 @@ class CompareSettings(BaseSettings):
     log_wandb: bool = Field(False, description="log the tables and plots back as a W&B run (job_type compare)")
     wandb_mode: WandbMode | None = Field(None, description="for --log_wandb: None means online with a key")
     run_name: str | None = None
+
+    @field_validator("by")
+    @classmethod
+    def _some_columns(cls, by: list[str]) -> list[str]:
+        if not by:
+            raise ValueError(f"needs at least one column, e.g. --by=[{', '.join(DEFAULT_BY)}]")
+        return by
 
     @property
     def out_dir(self) -> Path:
@@ -101,6 +117,7 @@ class CompareOutcome:
 def gather(settings: CompareSettings) -> list[RunRecord]:
     """Every run the settings select, from the chosen source."""
     if settings.source == "api":
+        require_wandb_key()
         path = f"{settings.entity}/{settings.project}" if settings.entity else settings.project
         return api_records(path, settings.where(), per_page=settings.per_page,
                            cache_dir=settings.out_dir / "downloads")
@@ -108,6 +125,22 @@ def gather(settings: CompareSettings) -> list[RunRecord]:
     if not runs_dir.is_dir():
         raise InputError(f"no runs folder {runs_dir} (set --runs_dir or WANDB_DIR)")
     return local_records(runs_dir, settings.where())
+
+
+def require_wandb_key() -> None:
+    """Raise InputError when no W&B API key is configured (WANDB_API_KEY or a netrc entry)."""
+    if os.environ.get("WANDB_API_KEY", "").strip() or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    try:
+        from wandb.sdk.lib.wbauth import read_netrc_auth
+
+        host = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+        if read_netrc_auth(host=host):
+            return
+    except Exception:  # noqa: BLE001 - cannot tell: let the API answer
+        return
+    raise InputError("--source=api needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
+                     "for runs on this disk use --source=local")
 
 
 def default_runs_dir() -> Path:
@@ -165,18 +198,30 @@ def _cells_from_summary(record: RunRecord) -> pd.DataFrame:
     ).astype({"hops": "Int64", "seq_len": "Int64"})
 
 
+def setting_columns(records: Sequence[RunRecord]) -> list[str]:
+    """CONFIG_COLUMNS, then every other setting any of the runs has (not bookkeeping, not hops/seq_len)."""
+    reserved = NOT_A_SETTING | CELL_SETTINGS | set(CONFIG_COLUMNS) | set(RUN_COLUMNS) | set(CELL_COLUMNS)
+    others = {key for record in records for key in record.config if key not in reserved and not key.startswith("_")}
+    return [*CONFIG_COLUMNS, *sorted(others)]
+
+
+def _setting_value(value: Any) -> Any:
+    """A setting as a table cell: lists and mappings as JSON text (hashable, groupable)."""
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, (list, tuple, dict)) else value
+
+
 def tidy_table(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per (run, hops, seq_len) of eval runs, with the run's settings and a Wilson interval."""
+    """One row per (run, hops, seq_len) of eval runs, with every setting of the run and a Wilson interval."""
+    records = [r for r in records if r.job_type in (None, "eval") and "accuracy" in r.summary]
+    settings = setting_columns(records)
     frames = []
     for record in records:
-        if record.job_type not in (None, "eval") or "accuracy" not in record.summary:
-            continue
         cells = run_cells(record)
         run_info = {"run_id": record.run_id, "run_name": record.name, "group": record.group, "sweep": record.sweep}
-        for column in CONFIG_COLUMNS:
-            run_info[column] = record.config.get(column)
+        for column in settings:
+            run_info[column] = _setting_value(record.config.get(column))
         frames.append(cells.assign(**run_info))
-    columns = [*RUN_COLUMNS, *CONFIG_COLUMNS, *CELL_COLUMNS]
+    columns = [*RUN_COLUMNS, *settings, *CELL_COLUMNS]
     if not frames:
         return pd.DataFrame(columns=columns)
     tidy = pd.concat(frames, ignore_index=True)
@@ -187,14 +232,23 @@ def tidy_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     return tidy[columns].sort_values(["model", "hops", "seq_len", "seed", "run_id"], ignore_index=True)
 
 
+def differing_settings(tidy: pd.DataFrame, by: Sequence[str]) -> list[str]:
+    """Settings besides the seed (and not in `by`) that differ between the runs of `tidy`."""
+    fixed = {*RUN_COLUMNS, *CELL_COLUMNS, "seed", *by}
+    return [c for c in tidy.columns if c not in fixed and tidy[c].astype(str).nunique(dropna=False) > 1]
+
+
 def aggregate(tidy: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
-    """Accuracy per group of `by`: the mean over runs with its 95% interval (`bindexp.stats.mean_interval`,
-    clipped to [0, 1]; nan with one run), and the pooled accuracy over all programs with its Wilson
-    interval. A run's accuracy in a group is its correct / n over the group's cells."""
+    """Accuracy per group of `by`: the mean over runs with its 95% Student-t interval
+    (`bindexp.stats.mean_interval`, clipped to [0, 1]; nan with one run), and the pooled accuracy over
+    all programs with its Wilson interval. A run's accuracy in a group is its correct / n over the
+    group's cells. Only seeds are averaged: every other setting that differs between the runs
+    (`differing_settings`) is added to the grouping, after `by`."""
     by = list(by)
     unknown = [c for c in by if c not in tidy.columns]
     if unknown:
         raise InputError(f"cannot group by {unknown[0]!r}; columns are {', '.join(tidy.columns)}")
+    by = [*by, *differing_settings(tidy, by)]
     columns = [*by, "runs", "n", "accuracy", "ci_low", "ci_high", "pooled_accuracy", "pooled_ci_low", "pooled_ci_high"]
     if tidy.empty:
         return pd.DataFrame(columns=columns)
@@ -212,9 +266,11 @@ def aggregate(tidy: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd.DataFram
     return pd.DataFrame(rows, columns=columns)
 
 
-def markdown_table(table: pd.DataFrame, by: Sequence[str]) -> str:
-    """The aggregate as a markdown table: mean [95% CI over runs], pooled [Wilson 95% CI]."""
-    head = [*by, "runs", "n", "accuracy", "95% CI (runs)", "pooled", "95% CI (programs)"]
+def markdown_table(table: pd.DataFrame, by: Sequence[str] | None = None) -> str:
+    """The aggregate as a markdown table: mean [95% t interval over runs], pooled [Wilson 95% CI].
+    Its key columns are those before `runs` (`by` plus the settings that differ); `by` is unused."""
+    by = list(table.columns[:list(table.columns).index("runs")])
+    head = [*by, "runs", "n", "accuracy", "95% t-CI (runs)", "pooled", "95% Wilson CI (programs)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in table.to_dict("records"):
         cells = [_text(row[c]) for c in by] + [str(row["runs"]), str(row["n"]), f"{row['accuracy']:.3f}",
@@ -222,7 +278,7 @@ def markdown_table(table: pd.DataFrame, by: Sequence[str]) -> str:
                                                f"{row['pooled_accuracy']:.3f}",
                                                _interval(row["pooled_ci_low"], row["pooled_ci_high"])]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + f"\n\nIntervals: {INTERVAL_NOTE}.\n"
 
 
 def _text(value: Any) -> str:
@@ -258,6 +314,17 @@ def accuracy_plots(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
+def plot_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The aggregate for `accuracy_plots`: settings that differ besides model x hops x seq_len are
+    folded into the hops label (`1 (shots=0)`), so each line still means one setting."""
+    extra = [c for c in table.columns[:list(table.columns).index("runs")] if c not in DEFAULT_BY]
+    if not extra:
+        return table
+    labels = [f"{_text(h)} ({', '.join(f'{c}={_text(row[c])}' for c in extra)})"
+              for h, (_, row) in zip(table["hops"], table.iterrows())]
+    return table.assign(hops=labels)
+
+
 def _equal(column: pd.Series, value: Any) -> pd.Series:
     return column.isna() if value is None or (not isinstance(value, str) and pd.isna(value)) else column == value
 
@@ -282,7 +349,7 @@ def _signature(grid: Any) -> str:
 
 def average_grids(records: Sequence[RunRecord]) -> tuple[list[AveragedGrid], list[str]]:
     """Per model x hops (x site, method, counterfactual): each metric's mean over runs, cell by cell,
-    with its 95% interval over runs (the runs' means streamed through a `GridAccumulator`); a cell
+    with its 95% Student-t interval over runs (the runs' means streamed through a `GridAccumulator`); a cell
     missing (nan) in a run is averaged over the runs that have it. Only grids whose axes, labels and
     shapes match are averaged together; others form their own set, with a warning. Returns
     (averages, warnings)."""
@@ -341,28 +408,125 @@ def write_grid(averaged: AveragedGrid, folder: Path) -> list[Path]:
     return [arrays_path, sidecar_path, target / HEATMAP_FILE]
 
 
+# ---------------------------------------------------------------- which runs count
+
+
+def broken_summary(record: RunRecord) -> str | None:
+    """Why the run's summary.json on this disk cannot be read, else None."""
+    summary = record.local_file(SUMMARY_FILE)
+    try:
+        if summary is not None:
+            json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return f"{SUMMARY_FILE} is not valid JSON (truncated?)"
+    return None
+
+
+def broken_files(record: RunRecord) -> str | None:
+    """Why a run's results cannot be read (a cut results.jsonl, a broken grid), else None."""
+    try:
+        if record.job_type in (None, "eval") and "accuracy" in record.summary:
+            cells = run_cells(record)
+            if cells.empty or (cells["n"] <= 0).any():
+                return f"{RESULTS_FILE} has no results"
+        if record.job_type == "patch" and record.file(GRID_SIDECAR) is not None:
+            load_grid(record)
+    except Exception as err:  # noqa: BLE001 - any unreadable file leaves the run out, never the comparison
+        first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        return f"files unreadable (truncated?): {first}"
+    return None
+
+
+def finished_at(record: RunRecord) -> float:
+    """When the run finished: its W&B summary's _timestamp, else its files' modification time, else 0."""
+    stamp = record.summary.get("_timestamp")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        return float(stamp)
+    for name in (SUMMARY_FILE, RESULTS_FILE, GRID_SIDECAR):
+        path = record.local_file(name)
+        if path is not None:
+            return path.stat().st_mtime
+    return 0.0
+
+
+def run_identity(record: RunRecord) -> str | None:
+    """What makes two runs the same measurement: job type, every setting but bookkeeping, and the seed.
+    None when the run's config has no seed (nothing to compare)."""
+    if "seed" not in record.config:
+        return None
+    settings = {k: v for k, v in record.config.items() if k not in NOT_A_SETTING and not k.startswith("_")}
+    return json.dumps([record.job_type, settings], sort_keys=True, default=str)
+
+
+def drop_duplicates(records: Sequence[RunRecord]) -> tuple[list[RunRecord], list[tuple[RunRecord, str]]]:
+    """(runs kept, [(run, why)]): of runs with the same settings and seed, only the newest counts."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        identity = run_identity(record)
+        if identity is not None:
+            groups.setdefault(identity, []).append(record)
+    dropped = {}
+    for group in groups.values():
+        newest = max(group, key=lambda r: (finished_at(r), r.run_id))
+        for record in group:
+            if record is not newest:
+                dropped[id(record)] = (record, f"duplicate of run {newest.run_id} (same settings and seed; "
+                                               f"the newest is kept)")
+    return [r for r in records if id(r) not in dropped], list(dropped.values())
+
+
+def select_runs(records: Sequence[RunRecord]) -> tuple[list[RunRecord], list[tuple[RunRecord, str]], int]:
+    """(runs to compare, [(run, why it is left out)], how many of those are duplicates): failed or
+    unfinished runs, runs whose files cannot be read, and older duplicates are left out."""
+    good, left_out = [], []
+    for record in records:
+        why = broken_summary(record) or record.problem or broken_files(record)
+        if why is None:
+            good.append(record)
+        else:
+            left_out.append((record, why))
+    kept, duplicates = drop_duplicates(good)
+    return kept, left_out + duplicates, len(duplicates)
+
+
+def write_left_out(left_out: Sequence[tuple[RunRecord, str]], out_dir: Path) -> Path:
+    path = out_dir / LEFT_OUT_FILE
+    pd.DataFrame([{"run_id": r.run_id, "run_name": r.name, "group": r.group, "reason": why} for r, why in left_out],
+                 columns=["run_id", "run_name", "group", "reason"]).to_csv(path, index=False)
+    return path
+
+
 # ---------------------------------------------------------------- the runner
 
 
 def run_compare(settings: CompareSettings, records: Sequence[RunRecord] | None = None) -> CompareOutcome:
     """Gather (unless `records` are given), tabulate, aggregate, write, and optionally log to W&B."""
-    gathered = list(records) if records is not None else gather(settings)
-    good, skipped = usable(gathered)
-    for record, why in skipped:
-        print(f"skipped run {record.run_id} ({record.name or '-'}): {why}", file=sys.stderr)
-    if not good:
-        raise InputError(f"no finished runs matched ({len(gathered)} gathered, {len(skipped)} unusable)")
     out_dir = settings.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(out_dir, "--out")
+    gathered = list(records) if records is not None else gather(settings)
+    good, skipped, n_duplicates = select_runs(gathered)
+    for record, why in skipped[:len(skipped) - n_duplicates]:
+        print(f"skipped run {record.run_id} ({record.name or '-'}): {why}", file=sys.stderr)
+    if n_duplicates:
+        pairs = "; ".join(f"{r.run_id} ({why.split(' (')[0]})" for r, why in skipped[-n_duplicates:])
+        print(f"warning: {n_duplicates} duplicate runs left out (same settings and seed as a newer run): {pairs}",
+              file=sys.stderr)
+    if not good:
+        raise InputError(f"no finished runs matched ({len(gathered)} gathered, {len(skipped)} left out)")
     tidy = tidy_table(good)
-    table = aggregate(tidy, settings.by)
-    files = []
+    table = aggregate(tidy, settings.by)  # (an unknown --by column fails here, before anything is written)
+    extra = differing_settings(tidy, settings.by)
+    if extra:
+        print(f"note: runs differ in {', '.join(extra)} besides the seed: grouped by "
+              f"{'it' if len(extra) == 1 else 'them'} too (only seeds are averaged)", file=sys.stderr)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [write_left_out(skipped, out_dir)] if skipped else []
     if not tidy.empty:
         tidy.to_csv(out_dir / "tidy.csv", index=False)
         table.to_csv(out_dir / "aggregate.csv", index=False)
         (out_dir / "aggregate.md").write_text(markdown_table(table, settings.by))
         files += [out_dir / "tidy.csv", out_dir / "aggregate.csv", out_dir / "aggregate.md"]
-        files += accuracy_plots(aggregate(tidy, DEFAULT_BY), out_dir)
+        files += accuracy_plots(plot_table(aggregate(tidy, DEFAULT_BY)), out_dir)
     grids, warnings = average_grids(good)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

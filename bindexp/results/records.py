@@ -198,7 +198,10 @@ def _config_without_config_file(folder: RunFolder) -> tuple[dict[str, Any], str]
 def _config_from_results(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError:  # a cut file: compare leaves the run out when it reads the results
+        return {}
     if not rows:
         return {}
     config = {k: rows[0].get(k) for k in ("model", "task", "seed", "shots")}

@@ -5,8 +5,13 @@ Imports no torch, so sweep, compare and agent scripts start fast.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-from typing import Callable, Sequence, TypeVar
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from bindexp.errors import BindexpError, InputError
 from bindexp.runs.settings import parse_settings
@@ -21,7 +26,11 @@ def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequ
     """Parse `argv` into `settings_cls` and call `runner`; return the exit status: the runner's
     own (None counts as 0), 2 for a BindexpError, 3 for running out of memory."""
     try:
-        return runner(parse_settings(settings_cls, argv)) or 0
+        with sigterm_raises():
+            return runner(parse_settings(settings_cls, argv)) or 0
+    except Terminated as err:  # the run (Tracker) has recorded it; say so and stop
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_TERMINATED
     except BindexpError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -34,3 +43,41 @@ def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequ
         print("error: out of memory; lower --batch_size, use --quantization=4bit or a smaller model",
               file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
+
+
+# ---------------------------------------------------------------- SIGTERM (slurm preemption, a runner stopping)
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException (like KeyboardInterrupt), so no `except Exception` swallows it:
+    it unwinds the run, whose Tracker records it as the run's `error` and keeps the rows written."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("terminated (SIGTERM)")
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated (only the main thread can set signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_writable_folder(path: str | Path, option: str) -> None:
+    """Raise InputError unless `path` is a writable folder or can be made one; creates nothing."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option}={path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option}={path}: {existing} is not writable")

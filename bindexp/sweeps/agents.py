@@ -20,13 +20,14 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
 from bindexp.runs.cli import InputError
 from bindexp.runs.tracking import wandb_cli
 from bindexp.runs.settings import StrList
 
+SWEEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9]+")
 AGENT_ENV = {
     "WANDB_AGENT_DISABLE_FLAPPING": "true",  # quick failures (OOM) must not stop the agent
     "WANDB_AGENT_MAX_INITIAL_FAILURES": "1000",
@@ -47,6 +48,13 @@ class AgentSettings(BaseSettings):
     max_consecutive_failures: int | None = Field(None, ge=1, description="stop an agent after this many in a row")
     log_dir: str = Field("outputs/agents", description="one log file per agent")
     dry_run: bool = Field(False, description="print the agent commands and start nothing")
+
+    @field_validator("sweep_id")
+    @classmethod
+    def _entity_project_id(cls, sweep_id: str) -> str:
+        if not SWEEP_ID.fullmatch(sweep_id):
+            raise ValueError(f"expected ENTITY/PROJECT/SWEEP_ID as `wandb sweep` prints it, got {sweep_id!r}")
+        return sweep_id
 
 
 @dataclasses.dataclass

@@ -9,6 +9,12 @@ the interpreter the YAML names replaced by this one. Runs are grouped under the 
 `<output_dir>/<name>/state.json`, keyed by their argument list: a second invocation skips the
 runs that finished (resume after a kill) and runs the failed ones again. Each run tells where its
 folder is through a pointer file this runner names (`bindexp.runs.folder.announce`), beside its log.
+
+Before the first run, every configuration is checked against the settings class of the script it
+runs (one line per bad parameter, nothing run) and `--output_dir` must be writable. One process at
+a time runs a sweep: it holds an exclusive lock on `state.lock` beside `state.json` (a second
+process refuses with one line; the kernel drops the lock however the holder ends). Each run gets
+SIGTERM when the runner dies, even by SIGKILL (Linux parent-death signal), so no run outlives it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -26,12 +33,15 @@ from typing import Any, Literal, TextIO
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
+from bindexp.runs.cli import check_writable_folder
 from bindexp.runs.folder import POINTER_ENV, read_pointer
-from bindexp.sweeps.spec import agent_args, agent_command, expand, load_sweep, with_interpreter
+from bindexp.sweeps.spec import (SweepError, agent_args, agent_command, configuration_problems, expand, load_sweep,
+                                 sweep_folder_name, with_interpreter)
 from bindexp.vocab import WandbMode
 
 STATE_FILE = "state.json"
-EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated"}
+LOCK_FILE = "state.lock"
+EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated", 143: "terminated"}
 
 
 class LocalSweepSettings(BaseSettings):
@@ -118,9 +128,14 @@ def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> 
     config = load_sweep(settings.sweep)
     name = str(config["name"])
     runs = expand(config, seed=settings.seed, count=settings.count)
+    check_configurations(config, runs, settings.sweep)
     arg_lists = [agent_args(params)["args"] for params in runs]
     commands = [with_interpreter(agent_command(config, params), sys.executable) for params in runs]
-    folder = Path(settings.output_dir) / name
+    folder = Path(settings.output_dir) / sweep_folder_name(name)
+    if folder.name != name:
+        print(f"note: sweep {name!r} keeps its state in {folder}", file=out, flush=True)
+    check_writable_folder(Path(settings.output_dir), "--output_dir")
+    lock = None if settings.dry_run else SweepLock(folder, name)
     state_path = folder / STATE_FILE
     state = load_state(state_path)
     outcomes = []
@@ -156,7 +171,63 @@ def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> 
     report = SweepReport(name, state_path, outcomes)
     if not settings.dry_run:
         _print_report(report, out)
+    if lock is not None:
+        lock.release()
     return report
+
+
+def check_configurations(config: dict[str, Any], runs: list[dict[str, Any]], source: str) -> None:
+    """Raise SweepError (one line per bad parameter) when a configuration fails the script's settings."""
+    problems = configuration_problems(config, runs)
+    if problems:
+        raise SweepError(f"{source}: {len(problems)} bad parameter value(s); nothing was run\n  "
+                         + "\n  ".join(problems))
+
+
+class SweepLock:
+    """An exclusive `fcntl.flock` on <folder>/state.lock while this process runs the sweep. A second
+    process refuses at once; the kernel releases the lock when the holder ends, however it ends."""
+
+    def __init__(self, folder: Path, name: str):
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / LOCK_FILE
+        self._handle = open(self.path, "a")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.close()
+            raise SweepError(f"sweep {name!r} is already being run by another process (lock {self.path} is held); "
+                             "wait for it to finish or use another --output_dir") from None
+        self._handle.write(f"{os.getpid()}\n")
+        self._handle.flush()
+
+    def release(self) -> None:
+        self._handle.close()  # closing the file drops the lock
+
+
+_LIBC: Any = None
+
+
+def _die_with_parent_hook() -> Any:
+    """A preexec_fn that makes the child get SIGTERM when this process dies (Linux prctl
+    PR_SET_PDEATHSIG), or None elsewhere. libc is loaded here, in the parent, not after fork."""
+    global _LIBC
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def hook() -> None:
+        _LIBC.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the runner died before the call above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
 
 
 def _execute(outcome: RunOutcome, command: list[str], env: dict[str, str], log: Path, out: TextIO) -> None:
@@ -164,7 +235,7 @@ def _execute(outcome: RunOutcome, command: list[str], env: dict[str, str], log: 
     lines: list[str] = []
     with open(log, "w") as handle:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, stdin=subprocess.DEVNULL)
+                                bufsize=1, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent_hook())
         try:
             assert proc.stdout is not None
             for line in proc.stdout:

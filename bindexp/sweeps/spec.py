@@ -195,10 +195,48 @@ def sweep_program(config: dict[str, Any]) -> str | None:
     return None
 
 
+def sweep_folder_name(name: str) -> str:
+    """The sweep's name as one safe folder name: no path separators, no leading dots (`../../x` -> `_.._x`)."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).lstrip(".") or "sweep"
+
+
 def settings_class(config: dict[str, Any]) -> type[BaseSettings] | None:
     """The settings class the sweep's program parses its arguments into, if it is ours."""
     program = sweep_program(config)
     return SCRIPT_SETTINGS.get(Path(program).as_posix()) if program else None
+
+
+def configuration_problems(config: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """One line per bad parameter (name or value) among `runs`, checked against the settings class of
+    the sweep's script; [] when every configuration parses, or when the script is not one of ours."""
+    from pydantic import ValidationError
+    from pydantic_settings import CliApp, SettingsError
+
+    cls = settings_class(config)
+    if cls is None:
+        return []
+    where = f"{sweep_program(config)} ({cls.__name__})"
+    names = list(config.get("parameters") or {})
+    problems = [f"parameters.{n}: not a setting of {where}" for n in names if n not in cls.model_fields]
+    seen: set[str] = set()
+    for params in runs:
+        known = {k: v for k, v in params.items() if k in cls.model_fields}
+        try:
+            CliApp.run(cls, cli_args=agent_args(known)["args"])
+        except ValidationError as err:
+            for error in err.errors():
+                name = str(error["loc"][0]) if error["loc"] else ""
+                line = (f"parameters.{name}={known[name]!r}: {error['msg']}" if name in known
+                        else f"{agent_args(known)['args']}: {error['msg']}")
+                if line not in seen:
+                    seen.add(line)
+                    problems.append(line)
+        except SettingsError as err:
+            line = f"{agent_args(known)['args']}: {str(err).splitlines()[0]}"
+            if line not in seen:
+                seen.add(line)
+                problems.append(line)
+    return problems
 
 
 def parameter_values(spec: dict[str, Any]) -> list[Any]:

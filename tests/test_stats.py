@@ -1,0 +1,117 @@
+"""Intervals: Student t against textbook tables, Wilson for 0/1 outcomes, a stable streamed variance."""
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from bindexp.stats import RunningMoments, mean_interval, sample_interval, t_quantile, wilson_bounds
+
+# t(0.975, df) from a printed table (e.g. Montgomery & Runger, Appendix Table V)
+TEXTBOOK_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 9: 2.262, 29: 2.045, 120: 1.980}
+
+
+@pytest.mark.parametrize("df, expected", sorted(TEXTBOOK_T975.items()))
+def test_t_quantile_matches_the_textbook_table(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)
+    assert t_quantile(0.025, df) == pytest.approx(-expected, abs=5e-4)
+
+
+def test_t_quantile_other_levels_and_the_normal_limit():
+    assert t_quantile(0.995, 1) == pytest.approx(63.657, abs=5e-3)  # 99% two-sided, df 1
+    assert t_quantile(0.95, 10) == pytest.approx(1.812, abs=5e-4)
+    assert t_quantile(0.975, 100000) == pytest.approx(1.95996, abs=1e-4)
+
+
+def test_interval_over_two_seeds_uses_t_not_1_96():
+    mean, low, high = mean_interval([0.4, 0.6])
+    sd = statistics.stdev([0.4, 0.6])
+    assert mean == pytest.approx(0.5)
+    assert high - mean == pytest.approx(12.706 * sd / math.sqrt(2), rel=1e-4)  # not 1.96 * ...
+    assert math.isnan(mean_interval([0.4])[1])
+
+
+def test_running_variance_is_stable_where_sums_of_squares_fail():
+    rng = np.random.default_rng(0)
+    data = 1e6 + rng.normal(0.0, 1e-3, size=(2000, 4))  # large mean, tiny spread
+    expected = data.var(axis=0, ddof=1)
+    naive = ((data**2).sum(0) - len(data) * data.mean(0) ** 2) / (len(data) - 1)
+    assert not np.allclose(naive, expected, rtol=1e-2)  # the naive formula really breaks here
+
+    streamed = RunningMoments(4)
+    for row in data:
+        streamed.add(row)
+    assert np.allclose(streamed.variance, expected, rtol=1e-6)
+    assert np.allclose(streamed.mean, data.mean(0), rtol=0, atol=1e-7)  # spread is 1e-3
+
+    left, right = RunningMoments(4), RunningMoments(4)  # Chan's parallel merge
+    for row in data[:700]:
+        left.add(row)
+    for row in data[700:]:
+        right.add(row)
+    left.merge(right)
+    assert np.allclose(left.variance, expected, rtol=1e-6)
+
+    mean, low, high = streamed.interval()
+    half = t_quantile(0.975, len(data) - 1) * np.sqrt(expected / len(data))
+    assert np.allclose(high - mean, half, rtol=1e-6) and np.allclose(mean - low, half, rtol=1e-6)
+
+
+def test_running_moments_skip_nan_cells_like_numpy():
+    data = np.array([[1.0, np.nan, 3.0], [2.0, 5.0, np.nan], [4.0, 7.0, np.nan]])
+    streamed = RunningMoments(3)
+    for row in data:
+        streamed.add(row)
+    assert streamed.count.tolist() == [3, 2, 1]
+    assert np.allclose(streamed.mean, np.nanmean(data, axis=0))
+    assert np.allclose(streamed.variance[:2], np.nanvar(data[:, :2], axis=0, ddof=1)) and np.isnan(streamed.variance[2])
+    mean, low, high, count = sample_interval(data)
+    assert np.allclose(mean, np.nanmean(data, axis=0)) and count.tolist() == [3, 2, 1]
+    assert np.allclose(low[:2], streamed.interval()[1][:2]) and np.isnan(low[2])
+
+
+def _wilson_by_hand(k, n, z=1.959963984540054):
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_wilson_bounds_textbook():
+    low, high = wilson_bounds(np.array([19, 20, 0]), np.array([20, 20, 0]))
+    assert low[0] == pytest.approx(0.7639, abs=1e-4) and high[0] == pytest.approx(0.9911, abs=1e-4)
+    assert low[1] == pytest.approx(_wilson_by_hand(20, 20)[0]) and high[1] == 1.0
+    assert np.isnan(low[2]) and np.isnan(high[2])
+
+
+def test_iia_cells_of_a_patch_grid_get_wilson_intervals():
+    """IIA is 0/1 per pair: 19 of 20 must not give [0.852, 1.048]; 20 of 20 must not be zero-width."""
+    from bindexp.interventions.grid import GridAccumulator
+
+    accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a", "b"]}, ["iia", "logit_diff"])
+    for pair in range(20):
+        accumulator.add({"iia": np.array([[1.0 if pair else 0.0, 1.0]]),
+                         "logit_diff": np.array([[float(pair), 1.0 + pair % 2]])})
+    grid = accumulator.grid()
+    for column, successes in ((0, 19), (1, 20)):
+        low, high = _wilson_by_hand(successes, 20)
+        assert grid.ci_low["iia"][0, column] == pytest.approx(low)
+        assert grid.ci_high["iia"][0, column] == pytest.approx(min(1.0, high))
+    assert grid.ci_high["iia"][0, 1] - grid.ci_low["iia"][0, 1] > 0.1
+    values = np.arange(20.0)
+    half = t_quantile(0.975, 19) * values.std(ddof=1) / math.sqrt(20)
+    assert grid.ci_high["logit_diff"][0, 0] == pytest.approx(values.mean() + half)
+
+
+def test_iia_means_over_runs_get_t_intervals_not_wilson():
+    """Averaging runs' IIA (fractions, not 0/1 outcomes) through the same accumulator: t over runs."""
+    from bindexp.interventions.grid import GridAccumulator
+
+    accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a"]}, ["iia"])
+    for run_mean in (0.5, 0.7):
+        accumulator.add({"iia": np.array([[run_mean]])})
+    grid = accumulator.grid()
+    half = 12.706 * statistics.stdev([0.5, 0.7]) / math.sqrt(2)
+    assert grid.ci_high["iia"][0, 0] == pytest.approx(0.6 + half, abs=1e-3)
+    assert grid.ci_low["iia"][0, 0] == pytest.approx(0.6 - half, abs=1e-3)
