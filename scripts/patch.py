@@ -19,7 +19,9 @@ def _run_and_print(settings: PatchSettings) -> None:
     outcome = run_patch(settings)
     summary = outcome.summary
     axes = "".join(f", {axis}={getattr(settings, axis)}" for axis in get_task(settings.task).axes)
-    print(f"\n{settings.method} patching of {settings.model} on {settings.task}, site {settings.site}, "
+    where = (f"attention to {settings.knockout_destination} blocked" if settings.method == "knockout"
+             else f"site {settings.site}")
+    print(f"\n{settings.method} patching of {settings.model} on {settings.task}, {where}, "
           f"{summary['pairs_used']} {settings.counterfactual} pairs{axes}:")
     print(f"{'column':<20}{'best layer':>11}{summary['metric']:>20}")
     for column, best in summary["best_layer_by_column"].items():

@@ -23,7 +23,9 @@ def test_every_run_starts_with_config_json_holding_job_type_and_settings(tmp_pat
     assert written["settings"]["seed"] == 7 and written["settings"]["hops"] == 2
     assert written["settings"]["site"] == "resid_pre" and written["settings"]["run_name"] == "p"
     after = json.loads((tmp_path / "p" / "config.json").read_text())
-    assert after["extra"] == {"model_info": {"n_layers": 4}} and after["settings"] == written["settings"]
+    assert after["extra"]["model_info"] == {"n_layers": 4} and after["settings"] == written["settings"]
+    assert set(after["extra"]["provenance"]) == {"bindexp_version", "git_commit", "git_dirty"}  # from the start
+    assert written["extra"]["provenance"] == after["extra"]["provenance"]
 
 
 def test_a_run_that_fails_still_has_its_config_and_its_error(tmp_path):

@@ -63,3 +63,38 @@ def test_labels_of_values(value, text):
     from bindexp.runs.reporting import value_text
 
     assert value_text(value) == text
+
+
+def test_accuracy_plot_explains_itself(tmp_path):
+    from matplotlib.figure import Figure
+
+    results = RESULTS.assign(task="binding", heuristic=[True, False, False, False, True])
+    captured = {}
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        captured["figure"] = self
+        return original(self, *args, **kwargs)
+
+    Figure.savefig = keep
+    try:
+        save_accuracy_plot(results, tmp_path / "a.png", title="m", task="binding", shots=3)
+    finally:
+        Figure.savefig = original
+    ax = captured["figure"].axes[0]
+    assert ax.get_title() == "m on binding, 3-shot, n=5 programs"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    assert "Wilson" in ax.get_ylabel()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["chance (1/10)"].get_ydata()) == [0.1, 0.1]
+    heuristic = lines["line-1/line-2 heuristic"]  # share of programs whose answer is on line 1 or 2, per hops
+    assert list(heuristic.get_xdata()) == [1.0, 2.0] and list(heuristic.get_ydata()) == [2 / 3, 0.0]
+
+
+def test_one_hops_value_gives_one_integer_tick(tmp_path):
+    from bindexp.runs.plots import integer_ticks
+
+    ax = new_figure(4, 3).subplots()
+    plot_accuracy(ax, accuracy_table(RESULTS[RESULTS["hops"] == 2], ["hops"]), "hops")
+    integer_ticks(ax, [2, 2])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2"]

@@ -17,9 +17,10 @@ from typing import Any, Collection, Sequence
 import numpy as np
 
 from bindexp.interventions.grid import Grid
+from bindexp.interventions.heatmap import NOT_RUN
 from bindexp.interventions.methods import MethodOptions, MethodResult
 from bindexp.interventions.metrics import METRICS, cell_metrics
-from bindexp.interventions.patching import Cell, Source, patched_logits
+from bindexp.interventions.patching import Cell, Source, forward_batches, patched_logits
 from bindexp.interventions.plan import GridPlan, plan_grid
 from bindexp.interventions.prepared import PreparedPair, prepare_pairs
 from bindexp.models.loading import LoadedModel
@@ -75,10 +76,14 @@ def patch_cells(
     lm, site = plan.lm, plan.site
     tokenized, labels, column_map, layers, heads = plan.tokenized, plan.labels, plan.column_map, plan.layers, plan.heads
     accumulator = plan.accumulator(METRICS)
-    bar = tqdm(total=len(tokenized), disable=not progress, desc=f"patching {site}", unit="pair")
+    per_pair = len(layers) * len(labels) * len(heads or [None])  # cells of a pair, at most
+    bar = _ForwardBar(tqdm, len(tokenized), per_pair, cells_per_forward, progress, site)
     n_cells = 0
+    not_run = np.zeros(accumulator.pairs.shape, dtype=int)  # per cell: pairs it was not run for
     for at in range(0, len(tokenized), pairs_per_chunk):
+        bar.phase("preparing pairs (clean + counterfactual runs)")
         chunk = prepare_pairs(lm, site, tokenized[at : at + pairs_per_chunk], plan.prefix)
+        bar.prepared(len(chunk))
         cells, where, untouched = [], [], []
         for index, pair in enumerate(chunk):
             for col, position in column_map(pair.tokens).items():
@@ -93,17 +98,57 @@ def patch_cells(
                         else:
                             cells.append(Cell(index, layer, (position,), head))
                             where.append(place)
-        logits = patched_logits(lm, site, chunk, cells, source=source, cells_per_forward=cells_per_forward)
+        for _, li, ci, head in untouched:
+            not_run[(li, ci) if head is None else (li, ci, head)] += 1
+        bar.phase(f"patching {site} cells")
+        bar.planned(len(chunk), len(cells), len(forward_batches(cells, cells_per_forward)))
+        logits = patched_logits(lm, site, chunk, cells, source=source, cells_per_forward=cells_per_forward,
+                                on_forward=bar.cells_done)
         n_cells += len(cells)
         for index, pair in enumerate(chunk):
             values = _pair_values(pair, accumulator.pairs.shape, logits, where, untouched, index)
             accumulator.add(values)
             if stream_path is not None:
                 _append(stream_path, pair, values)
-        bar.update(len(chunk))
     bar.close()
-    return accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
+    grid = accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
                                   "patched_cells": n_cells, "shared_prefix_tokens": plan.start})
+    grid.counts[NOT_RUN] = not_run  # the heatmap hatches cells no pair ran
+    return grid
+
+
+class _ForwardBar:
+    """Progress of the exact driver in forwards (one per pair to prepare it, one per batch of
+    cells), so the bar moves during every phase; the total is re-estimated after each chunk from
+    the cells its pairs really needed (cells before the edit are not run), so tqdm's remaining
+    time follows the real work."""
+
+    def __init__(self, tqdm: Any, pairs: int, cells_per_pair: int, cells_per_forward: int, show: bool, site: str):
+        self.pairs_left, self.cells_per_forward = pairs, max(1, cells_per_forward)
+        self.cells_per_pair = cells_per_pair
+        self.bar = tqdm(total=self._estimate(), disable=not show, desc=f"patching {site}", unit="forward")
+
+    def _estimate(self) -> float:
+        return self.pairs_left * (1 + self.cells_per_pair / self.cells_per_forward)
+
+    def phase(self, text: str) -> None:
+        self.bar.set_description(text, refresh=True)
+
+    def prepared(self, pairs: int) -> None:
+        self.bar.update(pairs)
+
+    def planned(self, pairs: int, cells: int, forwards_now: int) -> None:
+        """This chunk's pairs need `cells` cells in `forwards_now` forwards: re-estimate the total."""
+        self.cells_per_pair = cells / max(1, pairs)
+        self.pairs_left -= pairs
+        self.bar.total = round(self.bar.n + forwards_now + self._estimate())
+        self.bar.refresh()
+
+    def cells_done(self, cells: int) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _pair_values(pair: PreparedPair, shape, logits, where, untouched, index) -> dict[str, np.ndarray]:

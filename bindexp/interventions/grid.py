@@ -65,25 +65,11 @@ class Grid:
 
     def plot(self, metric: str = "normalized_effect", ax: Any = None, title: str = ""):
         """Heatmap of layers x columns (heads averaged for head grids) on `ax` (default: a new figure,
-        made without pyplot, so no backend is touched); returns the figure."""
-        from matplotlib.figure import Figure
+        made without pyplot, so no backend is touched); returns the figure. Colour limits and marks:
+        `bindexp.interventions.heatmap`."""
+        from bindexp.interventions.heatmap import plot_grid
 
-        values = self.mean[metric]
-        if values.ndim == 3:
-            values = np.nanmean(values, axis=2)
-        if ax is None:
-            ax = Figure(figsize=(max(4.0, 0.45 * values.shape[1] + 2), max(3.0, 0.22 * values.shape[0] + 1.5))).subplots()
-        bound = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0
-        image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, origin="lower")
-        columns = self.labels[self.axes[1]]
-        ticks = [f"{c}\n{t!r}" if self.token_labels else str(c) for c, t in
-                 zip(columns, self.token_labels or columns)]
-        ax.set_xticks(range(len(columns)), ticks, rotation=90, fontsize=7)
-        ax.set_ylabel("layer")
-        ax.set_title(title or metric, fontsize=9)
-        ax.figure.colorbar(image, ax=ax, label=metric)
-        ax.figure.tight_layout()
-        return ax.figure
+        return plot_grid(self, metric, ax, title)
 
     def save(self, folder: Path, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
         """Raw arrays as safetensors (no pickle) plus a JSON sidecar with axes and settings."""
@@ -97,10 +83,13 @@ class Grid:
             arrays[f"{metric}_ci_high"] = self.ci_high[metric].astype(np.float32)
             if metric in self.counts:
                 arrays[f"{metric}_n"] = self.counts[metric].astype(np.float32)
+        extra_counts = [name for name in self.counts if name not in self.mean]  # e.g. not_run
+        for name in extra_counts:
+            arrays[f"{name}_count"] = self.counts[name].astype(np.float32)
         arrays_path, sidecar_path = folder / GRID_ARRAYS, folder / GRID_SIDECAR
         save_file(arrays, str(arrays_path))
         sidecar = {"axes": list(self.axes), "labels": self.labels, "metrics": self.metrics,
-                   "token_labels": self.token_labels, "info": self.info, "settings": metadata or {}}
+                   "counts": extra_counts, "token_labels": self.token_labels, "info": self.info, "settings": metadata or {}}
         sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str))
         return arrays_path, sidecar_path
 
@@ -118,7 +107,8 @@ class Grid:
             ci_low={m: arrays[f"{m}_ci_low"] for m in metrics},
             ci_high={m: arrays[f"{m}_ci_high"] for m in metrics},
             n=arrays["n"].astype(int),
-            counts={m: arrays[f"{m}_n"].astype(int) for m in metrics if f"{m}_n" in arrays},
+            counts={**{m: arrays[f"{m}_n"].astype(int) for m in metrics if f"{m}_n" in arrays},
+                    **{c: arrays[f"{c}_count"].astype(int) for c in sidecar.get("counts", []) if f"{c}_count" in arrays}},
             token_labels=sidecar.get("token_labels", []),
             info=sidecar.get("info", {}),
         )

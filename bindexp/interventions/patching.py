@@ -39,7 +39,7 @@ class Cell:
     head: int | None = None
 
 
-def _batches(cells: Sequence[Cell], size: int) -> list[list[int]]:
+def forward_batches(cells: Sequence[Cell], size: int) -> list[list[int]]:
     """Cell indices grouped by layer, then by first position, `size` at most per forward."""
     by_layer: dict[int, list[int]] = defaultdict(list)
     for index, cell in enumerate(cells):
@@ -73,16 +73,18 @@ def patched_logits(
     *,
     source: Source = "counterfactual",
     cells_per_forward: int = 32,
+    on_forward: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Final-position logits of the clean run with each cell patched: [len(cells), vocab].
 
     source="clean" writes the clean run's own values (a patch that must change nothing); a
-    function of the prepared pair gives any other values (e.g. zeros).
+    function of the prepared pair gives any other values (e.g. zeros). on_forward(n): called
+    after each forward with the number of cells it ran (progress bars).
     """
     sites = lm.sites
     traced, device = lm.traced, lm.device
     out: torch.Tensor | None = None
-    for batch in _batches(cells, cells_per_forward):
+    for batch in forward_batches(cells, cells_per_forward):
         chosen = [cells[i] for i in batch]
         layer = chosen[0].layer
         rows = [c.pair for c in chosen]
@@ -124,6 +126,8 @@ def patched_logits(
         if out is None:
             out = torch.empty(len(cells), logits.shape[-1])
         out[batch] = logits
+        if on_forward is not None:
+            on_forward(len(batch))
     return out if out is not None else torch.empty(0, 0)
 
 

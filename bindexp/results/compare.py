@@ -47,7 +47,8 @@ CELL_COLUMNS = ["hops", "seq_len", "n", "correct", "accuracy", "ci_low", "ci_hig
 GRID_KEY = ["model", "hops", "site", "method", "counterfactual"]
 # config entries that may differ between runs averaged together (seeds, bookkeeping, W&B, speed)
 NOT_GRID_SETTINGS = {"seed", "run_name", "group", "tags", "output_dir", "progress", "wandb_mode", "project",
-                     "entity", "batch_size", "pairs_per_chunk", "model_info", "device", "runs"}
+                     "entity", "batch_size", "pairs_per_chunk", "model_info", "device", "runs", "sweep", "provenance",
+                     "inputs", "hops_label", "hops_max", "hops_min", "seq_len_label", "seq_len_max", "seq_len_min"}
 NOT_A_SETTING = NOT_GRID_SETTINGS - {"seed"}  # bookkeeping, W&B and speed: never a column, never splits runs
 CELL_SETTINGS = {"hops", "seq_len"}  # a run's cells carry these
 LEFT_OUT_FILE = "left_out.csv"

@@ -144,7 +144,7 @@ def read_wandb_folder(path: Path) -> RunRecord:
         job_type=header.get("job_type") or RunFolder(path / "files").job_type,
         group=header.get("run_group") or None,
         tags=list(inspected.get("tags") or header.get("tags") or []),
-        sweep=header.get("sweep_id") or None,
+        sweep=header.get("sweep_id") or config.get("sweep") or None,
         state=inspected.get("state") or "unknown",
         exit_code=inspected.get("exit_code"),
         config=config,
@@ -182,7 +182,7 @@ def read_plain_folder(path: Path, run_id: str | None = None, state: str | None =
         config, job_type = _config_without_config_file(folder)
     return RunRecord(
         run_id=run_id or path.name, name=path.name, source="files", job_type=job_type,
-        group=config.get("group"), tags=list(config.get("tags") or []), sweep=None,
+        group=config.get("group"), tags=list(config.get("tags") or []), sweep=config.get("sweep"),
         state=state or ("finished" if summary else "unknown"), exit_code=None,
         config=config, summary=summary, files_dir=path,
     )

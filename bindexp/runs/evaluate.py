@@ -148,6 +148,17 @@ def evaluate(lm: LoadedModel, settings: EvalSettings, results_path: Path | None 
     return pd.DataFrame(rows)
 
 
+def log_eval_history(tracker: Tracker, results: pd.DataFrame, summary: dict[str, Any]) -> None:
+    """History W&B's default panels can plot: accuracy per hops (step `hops`, keys `by_hops/...`)
+    and per seq_len (step `seq_len`, keys `by_seq_len/...`), then the headline numbers."""
+    for axis in ("hops", "seq_len"):
+        if results[axis].notna().any():
+            rows = accuracy_table(results, [axis]).to_dict("records")
+            tracker.log_steps(axis, [{**row, axis: int(row[axis])} for row in rows], f"by_{axis}")
+    tracker.log_headline({key: summary[key] for key in ("accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                                                        "n_programs")})
+
+
 def run_eval(settings: EvalSettings, cache: ModelCache = MODEL_CACHE) -> EvalOutcome:
     """One evaluation as one W&B run (job_type `eval`), with a local copy of everything."""
     check_model_name(settings.model)
@@ -159,14 +170,14 @@ def run_eval(settings: EvalSettings, cache: ModelCache = MODEL_CACHE) -> EvalOut
         folder.results.unlink(missing_ok=True)
         results = evaluate(lm, settings, folder.results)
         summary = eval_summary(results)
+        log_eval_history(tracker, results, summary)
         tracker.write_summary(summary)
-        plot_path = save_accuracy_plot(results, folder.accuracy_plot, title=lm.name)
+        plot_path = save_accuracy_plot(results, folder.accuracy_plot, title=lm.name, task=settings.task,
+                                       shots=settings.n_shots)
         tracker.log_table("programs", results)
         for by in ("hops", "seq_len", "heuristic"):
             if results[by].notna().any():
                 tracker.log_table(f"accuracy_by_{by}", accuracy_table(results, [by]))
         tracker.log_image("accuracy_plot", plot_path)
-        tracker.log_artifact(
-            "eval-results", [folder.results, folder.summary], settings.model_dump(mode="json")
-        )
+        tracker.log_artifact("eval-results", [folder.results, folder.summary])
         return EvalOutcome(results, summary, tracker.out_dir, tracker.run_dir)

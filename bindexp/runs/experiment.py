@@ -20,7 +20,7 @@ import pandas as pd
 
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.evaluate import run_eval
-from bindexp.runs.plots import new_figure, plot_accuracy
+from bindexp.runs.plots import integer_ticks, new_figure, plot_accuracy
 from bindexp.runs.reporting import accuracy_table
 from bindexp.runs.settings import EvalSettings
 
@@ -38,6 +38,8 @@ class ExperimentResults:
         if ax is None:
             ax = new_figure(5, 3.5).subplots()
         plot_accuracy(ax, accuracy_table(self.results, ["model", x]), x, line="model")
+        integer_ticks(ax, self.results[x])
+        ax.set_ylabel("accuracy (95% Wilson interval)")
         return ax.figure
 
     def failures(self, *, model: str | None = None, seq_len: int | None = None,

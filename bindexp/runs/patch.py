@@ -83,7 +83,7 @@ def choose_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program])
         return candidate_pairs(settings, settings.num_programs, shots), settings.num_programs
     return select_pairs(lm, lambda n: candidate_pairs(settings, n, shots), settings.num_programs, shots=shots,
                         template=settings.template, batch_size=settings.batch_size,
-                        finite=settings.programs_file is not None)
+                        finite=settings.programs_file is not None, progress=settings.progress)
 
 
 def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir: Path) -> MethodResult:
@@ -121,6 +121,33 @@ def check_layers(settings: PatchSettings, n_layers: int) -> None:
         raise ModelError(f"knockout_window {settings.knockout_window} exceeds the model's {n_layers} layers")
 
 
+def heatmap_title(settings: PatchSettings, model: str, n_pairs: int) -> str:
+    """`model method [site] on task (axes): n counterfactual pairs` (knockout writes no site)."""
+    site = f" {settings.site}" if settings.method != "knockout" else f" to {settings.knockout_destination}"
+    axes = ", ".join(f"{axis}={getattr(settings, axis)}" for axis in get_task(settings.task).axes)
+    return f"{model} {settings.method}{site} on {settings.task} ({axes}): {n_pairs} {settings.counterfactual} pairs"
+
+
+MAX_HISTORY_COLUMNS = 200  # W&B keys per layer step at most (positions=all on long prompts)
+
+
+def log_patch_history(tracker: Tracker, grid: Grid, metric: str) -> None:
+    """The headline metric per layer as history: step `layer`, one key per column
+    (`<metric>/<role or pos N>`, heads averaged), so W&B's default line charts show the effect of
+    each role across layers."""
+    import numpy as np
+
+    values = grid.mean[metric]
+    if values.ndim == 3:
+        values = np.nanmean(values, axis=2)
+    columns = grid.labels[grid.axes[1]][:MAX_HISTORY_COLUMNS]
+    names = [str(c) if grid.axes[1] == "role" else f"pos{c}" for c in columns]
+    rows = [{"layer": int(layer), **{name: float(values[i, j]) for j, name in enumerate(names)
+                                     if np.isfinite(values[i, j])}}
+            for i, layer in enumerate(grid.labels["layer"])]
+    tracker.log_steps("layer", rows, metric)
+
+
 def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
     """One patching run (job_type `patch`), with a local copy of everything."""
     check_model_name(settings.model)
@@ -140,9 +167,7 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
         arrays_path, sidecar_path = grid.save(tracker.out_dir, metadata)
         metric = headline_metric(settings, grid)
         heatmap = tracker.out_dir / HEATMAP_FILE
-        axes = "".join(f" {axis}={getattr(settings, axis)}" for axis in get_task(settings.task).axes if axis != "seq_len")
-        figure = grid.plot(metric, title=f"{lm.name} {settings.method} {settings.site if settings.method != 'knockout' else ''}"
-                           f"{axes} ({len(pairs)} pairs)")
+        figure = grid.plot(metric, title=heatmap_title(settings, lm.name, len(pairs)))
         figure.savefig(heatmap, dpi=120)
         _close(figure)
         summary = {**grid_summary(grid, metric, get_task(settings.task).value_role), "pairs_looked_at": looked_at,
@@ -152,9 +177,11 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
             summary["atp_exact_spearman_top_k"] = None if math.isnan(value) else value
             result.verification.table.to_csv(tracker.out_dir / ATP_VERIFY_FILE, index=False)
             tracker.log_table("atp_verify", result.verification.table)
+        tracker.log_headline(summary)  # its numbers as a history step too (default panels, sweep charts)
         tracker.write_summary(summary)
+        log_patch_history(tracker, grid, metric)
         tracker.log_table("grid", grid.to_frame())
         tracker.log_image("heatmap", heatmap)
         files = [arrays_path, sidecar_path] + ([tracker.out_dir / PAIRS_FILE] if (tracker.out_dir / PAIRS_FILE).exists() else [])
-        tracker.log_artifact("patch-grid", files, metadata)
+        tracker.log_artifact("patch-grid", files, detail=settings.site if settings.method != "knockout" else "knockout")
         return PatchOutcome(grid, summary, pairs, tracker.out_dir, tracker.run_dir)

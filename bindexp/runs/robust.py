@@ -36,7 +36,8 @@ One JSON object per line, one line per program every model answered correctly:
   examples: make_programs(task, shots, seq_len, seed, stream="shots", **options)), template,
   chat, options (task options without hops), models (the models checked), margins
   ({model: logit margin of the answer, or null when generated}).
-A sidecar <file>.meta.json holds the settings and, per condition, the candidate and robust counts.
+A sidecar <name>.meta.json beside <name>.jsonl holds the settings and, per condition, the
+candidate and robust counts.
 """
 
 

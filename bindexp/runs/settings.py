@@ -48,6 +48,7 @@ class RunSettings(BaseSettings):
         cli_exit_on_error=False,
         extra="forbid",
         validate_default=True,
+        cli_hide_none_type=True,  # `--help` shows {online,offline,disabled}, not {{online,offline,disabled},None}
     )
 
     model: str = Field("smollm2-135m", description="bundled name, local dir, .gguf file or hub id")
@@ -66,7 +67,8 @@ class RunSettings(BaseSettings):
     entity: str | None = None
     group: str | None = None
     tags: StrList = []
-    run_name: str | None = None
+    run_name: str | None = Field(None, description="None: named from the settings, e.g. 'eval smollm2-135m binding h1-4 L16 s0'")
+    sweep: str | None = Field(None, description="the local sweep this run belongs to (set by scripts/sweep_local.py)")
     output_dir: str = Field("outputs", description="local results when W&B is disabled or fails")
 
     def model_kwargs(self) -> dict[str, Any]:

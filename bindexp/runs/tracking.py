@@ -21,6 +21,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from bindexp.runs.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce
+from bindexp.runs.naming import PROVENANCE_KEY, artifact_name, provenance, run_identity, slug
 from bindexp.runs.settings import RunSettings
 from bindexp.vocab import JobType
 
@@ -29,6 +30,33 @@ def wandb_cli() -> str:
     """The `wandb` command of this interpreter's environment."""
     beside = Path(sys.executable).with_name("wandb")
     return str(beside) if beside.exists() else (shutil.which("wandb") or "wandb")
+
+
+def wandb_cli_hint() -> str:
+    """`wandb` as the user would type it: `.venv/bin/wandb` (relative to the working directory
+    when it lies below it) when this interpreter's environment has one, else plain `wandb`."""
+    beside = Path(sys.executable).with_name("wandb")
+    if not beside.exists():
+        return "wandb"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
+
+
+def input_digest(path: Path) -> str:
+    """sha256 of a file's bytes; of a directory's listing (names, sizes) for a checkpoint folder."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if path.is_dir():
+        listing = sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        digest.update(repr(listing).encode())
+        return "listing-sha256:" + digest.hexdigest()[:16]
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 def resolve_wandb_mode(requested: str | None) -> str:
@@ -69,8 +97,11 @@ class Destination:
 class Tracker:
     """A W&B run (or none) plus a local run folder. Use as a context manager.
 
-    `settings` are logged whole (W&B config, config.json); `destination` says where the run goes,
-    by default the destination fields of a `RunSettings`."""
+    `settings` are logged whole (W&B config, config.json) with the scalar companions of list
+    settings (`hops_label`, `hops_max` ...) and the provenance (bindexp version, git commit, dirty
+    tree); `destination` says where the run goes, by default the destination fields of a
+    `RunSettings`. The run is named and tagged from its settings (`bindexp.runs.naming`) unless
+    `run_name` is given; a programs file or a local model it reads is declared as an input."""
 
     def __init__(self, settings: BaseModel, job_type: JobType, config: dict[str, Any] | None = None,
                  destination: Destination | None = None):
@@ -83,8 +114,13 @@ class Tracker:
         self.run: Any = None
         self._warned = False
         dumped = settings.model_dump(mode="json")
+        self.settings = dumped
+        self.identity = run_identity(job_type, dumped, destination.tags)
+        self.name = destination.run_name or self.identity.name
+        extra = {**self.identity.config, PROVENANCE_KEY: provenance(), **(config or {})}
+        self.extra = dict(extra)
         if self.mode != "disabled":
-            self.run = self._call(lambda: self._init(destination, {**dumped, **(config or {})}))
+            self.run = self._call(lambda: self._init(destination, {**dumped, **extra}))
         if self.run is not None:
             self.out_dir = Path(self.run.dir)
         else:
@@ -93,8 +129,9 @@ class Tracker:
             self.out_dir = Path(destination.output_dir) / name
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.folder = RunFolder(self.out_dir)
-        self.folder.write_config(job_type, dumped, config)
+        self.folder.write_config(job_type, dumped, extra)
         announce(self.run_dir or self.out_dir, self.out_dir)
+        self.declare_inputs()
 
     def _init(self, destination: Destination, config: dict[str, Any]):
         import wandb
@@ -102,9 +139,9 @@ class Tracker:
         return wandb.init(
             project=destination.project,
             entity=destination.entity,
-            group=destination.group,
-            tags=list(destination.tags),
-            name=destination.run_name,
+            group=destination.group or self.settings.get("sweep"),
+            tags=list(self.identity.tags),
+            name=self.name,
             job_type=self.job_type,
             mode=self.mode,
             config=config,
@@ -126,6 +163,7 @@ class Tracker:
         return Path(self.run.dir).parent if self.run is not None else None
 
     def update_config(self, values: dict[str, Any]) -> None:
+        self.extra.update(values)
         self.folder.add_to_config(values)
         if self.run is not None:
             self._call(lambda: self.run.config.update(values, allow_val_change=True))
@@ -133,6 +171,33 @@ class Tracker:
     def log(self, values: dict[str, Any]) -> None:
         if self.run is not None:
             self._call(lambda: self.run.log(values))
+
+    def log_steps(self, step: str, rows: list[dict[str, Any]], prefix: str) -> None:
+        """Per-condition numbers as history, one step per row: `step` (e.g. hops, layer) is the
+        x-axis of every `<prefix>/...` key (`define_metric`), so W&B's default line charts plot
+        them against it. Neither enters the summary (the summary keeps the run's own numbers)."""
+        if self.run is None or not rows:
+            return
+
+        def action():
+            self.run.define_metric(step, summary="none")
+            self.run.define_metric(f"{prefix}/*", step_metric=step, summary="none")
+            for row in rows:
+                self.run.log({step: row[step], **{f"{prefix}/{k}": v for k, v in row.items() if k != step}})
+
+        self._call(action)
+
+    def log_headline(self, values: dict[str, Any]) -> None:
+        """The run's headline numbers as one history step (default panels, sweep charts) and summary."""
+        scalars = {k: v for k, v in values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+        if self.run is not None and scalars:
+            def action():
+                for key in scalars:
+                    self.run.define_metric(key)
+                self.run.log(scalars)
+
+            self._call(action)
 
     def set_summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:
@@ -161,18 +226,64 @@ class Tracker:
 
         self._call(action)
 
-    def log_artifact(self, kind: str, paths: list[Path], metadata: dict[str, Any]) -> None:
-        """One artifact of `kind` holding `paths`, named after the run."""
+    def log_artifact(self, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None, *,
+                     detail: str | None = None, aliases: tuple[str, ...] = ()) -> None:
+        """A new version of the collection `<kind>-<model>[-<detail>]` (one collection per kind of
+        result and model, so versions stack) holding `paths`. Aliases: what the run is (its name
+        without job type and model, the task, the seed) plus `aliases` and `latest`. Metadata: the
+        settings, job type, run name, model info and provenance, plus `metadata`."""
         if self.run is None:
+            return
+        name = artifact_name(kind, self.settings, detail)
+        tags = self.artifact_aliases() + [slug(a) for a in aliases]
+        full = {**self.settings, **self.extra, "job_type": self.job_type, "run_name": self.name, **(metadata or {})}
+
+        def action():
+            import wandb
+
+            artifact = wandb.Artifact(name, type=kind, metadata=full)
+            for path in paths:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact, aliases=list(dict.fromkeys(tags + ["latest"])))
+
+        self._call(action)
+
+    def artifact_aliases(self) -> list[str]:
+        """The run's name without job type and model (e.g. `binding-h2-L6-resid_pre-exact-root_value-s0`),
+        the task and the seed, as artifact aliases."""
+        words = self.identity.name.split(" ")[2:]
+        aliases = [slug("-".join(words))] if words else []
+        aliases += [slug(str(self.settings["task"]))] if self.settings.get("task") else []
+        aliases += [f"seed{self.settings['seed']}"] if self.settings.get("seed") is not None else []
+        return [a for a in dict.fromkeys(aliases) if a]
+
+    def declare_inputs(self) -> None:
+        """A programs file or a local model (a checkpoint directory, a .gguf file) the run reads:
+        its path and digest in the config (`inputs`), and with W&B online an input artifact
+        (`use_artifact`, a reference to the local path) so the run's lineage shows it. Offline
+        runs cannot declare inputs (W&B refuses `use_artifact` offline): the config keeps them."""
+        inputs = {}
+        programs = self.settings.get("programs_file")
+        if programs and Path(programs).is_file():
+            inputs["programs"] = Path(programs)
+        model = self.settings.get("model")
+        if isinstance(model, str) and (Path(model).is_dir() or model.endswith(".gguf")) and Path(model).exists():
+            inputs["model"] = Path(model)
+        if not inputs:
+            return
+        described = {kind: {"path": str(path.resolve()), "digest": input_digest(path)} for kind, path in inputs.items()}
+        self.update_config({"inputs": described})
+        if self.run is None or self.mode != "online":
             return
 
         def action():
             import wandb
 
-            artifact = wandb.Artifact(f"{kind}-{self.run.id}", type=kind, metadata=metadata)
-            for path in paths:
-                artifact.add_file(str(path))
-            self.run.log_artifact(artifact)
+            for kind, path in inputs.items():
+                artifact = wandb.Artifact(slug(f"{kind}-{path.stem}"), type="model" if kind == "model" else "dataset",
+                                          metadata=described[kind])
+                artifact.add_reference(path.resolve().as_uri())
+                self.run.use_artifact(artifact)
 
         self._call(action)
 
@@ -193,7 +304,7 @@ class Tracker:
         self._call(lambda: self.run.finish(exit_code=exit_code))
         print(f"results: {self.out_dir}")
         if mode == "offline":
-            print(f"W&B run saved offline; upload it with: wandb sync {run_dir}")
+            print(f"W&B run saved offline; upload it with: {wandb_cli_hint()} sync {run_dir}")
 
     def __enter__(self) -> "Tracker":
         return self

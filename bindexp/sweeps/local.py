@@ -110,12 +110,14 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def child_env(name: str, wandb_mode: str) -> dict[str, str]:
-    """The environment of every run: grouped under the sweep's name, W&B in the chosen mode."""
+    """The environment of every run: grouped under the sweep's name and marked as one of its runs
+    (`sweep` setting), W&B in the chosen mode."""
     env = dict(os.environ)
     env.update({
         "WANDB_MODE": wandb_mode,
         "BINDEXP_WANDB_MODE": wandb_mode,
         "BINDEXP_GROUP": name,
+        "BINDEXP_SWEEP": name,  # the run's `sweep` setting: config key and tag `sweep:<name>`
         "WANDB_RUN_GROUP": name,
         "PYTHONUNBUFFERED": "1",
     })
