@@ -18,6 +18,7 @@ from bindexp.models.cache import ModelCache
 from bindexp.models.loading import LoadedModel, check_model_name
 from bindexp.runs.analysis_settings import AnalysisSettings
 from bindexp.runs.patch import candidate_pairs, check_layers, choose_pairs, patch_shots
+from bindexp.runs.naming import artifact_name
 from bindexp.runs.tracking import Tracker
 from bindexp.stats import wilson_interval
 from bindexp.tasks.counterfactuals import CounterfactualPair
@@ -76,34 +77,24 @@ def save_figure(tracker: Tracker, key: str, figure: Any, filename: str) -> Path:
     return path
 
 
-def log_history(tracker: Tracker, step: str, rows: Sequence[dict[str, float]], prefix: str) -> None:
-    """Rows of a training curve into the W&B history, with `step` as the x axis of `prefix/*`."""
-    if tracker.run is None:
-        return
-    try:
-        tracker.run.define_metric(step)
-        tracker.run.define_metric(f"{prefix}/*", step_metric=step)
-    except Exception:  # noqa: BLE001 - W&B trouble must not end the run; the curve is also on disk
-        return
-    for row in rows:
-        tracker.log(row)
-
-
 def log_files(tracker: Tracker, kind: str, paths: Sequence[Path], metadata: dict[str, Any]) -> None:
-    """One artifact of `kind` holding `paths` under their names relative to the run folder (so
-    grids/final/grid.json and grids/query_var/grid.json stay apart)."""
+    """A version of the collection `<kind>-<model>` (named, aliased and described as
+    `Tracker.log_artifact` does) holding `paths` under their names relative to the run folder, so
+    grids/final/grid.json and grids/query_var/grid.json stay apart."""
     if tracker.run is None:
         return
     try:
         import wandb
 
-        artifact = wandb.Artifact(f"{kind}-{tracker.run.id}", type=kind, metadata=metadata)
+        full = {**tracker.settings, **tracker.extra, "job_type": tracker.job_type, "run_name": tracker.name,
+                **metadata}
+        artifact = wandb.Artifact(artifact_name(kind, tracker.settings, None), type=kind, metadata=full)
         for path in paths:
             artifact.add_file(str(path), name=Path(path).relative_to(tracker.out_dir).as_posix())
-        tracker.run.log_artifact(artifact)
+        tracker.run.log_artifact(artifact, aliases=list(dict.fromkeys(tracker.artifact_aliases() + ["latest"])))
     except Exception as err:  # noqa: BLE001 - W&B trouble must not end the run; the files are on disk
-        print(f"warning: W&B artifact {kind} not logged ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})",
-              file=sys.stderr)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"warning: W&B artifact {kind} not logged ({first})", file=sys.stderr)
 
 
 def write_pairs(path: Path, pairs: Sequence[Any]) -> Path:

@@ -29,7 +29,7 @@ from bindexp.interventions.pca_probe import PcaProbeResult, ProbeSettings, pca_p
 from bindexp.interventions.plan import GridPlan
 from bindexp.interventions.subspace import check_disjoint, site_pairs, split_pairs
 from bindexp.models.cache import MODEL_CACHE, ModelCache
-from bindexp.runs.analysis import log_files, log_history, pairs_and_plan, prepare, save_figure, write_pairs, write_table
+from bindexp.runs.analysis import log_files, pairs_and_plan, prepare, save_figure, write_pairs, write_table
 from bindexp.runs.analysis_settings import SubspaceSettings
 from bindexp.runs.folder import (DAS_CURVE_FILE, HELDOUT_PAIRS_FILE, PROBE_BASIS_FILE, ROTATIONS_FILE, SUBSPACE_FILE,
                                  TRAIN_PAIRS_FILE)
@@ -121,9 +121,9 @@ def run_subspace(settings: SubspaceSettings, cache: ModelCache = MODEL_CACHE) ->
                       metadata={"layer": str(layer), "role": settings.role, "selected": str(probe.selected)})
             files.append(tracker.folder.file(PROBE_BASIS_FILE))
         files.append(write_table(tracker, "subspace", frame, SUBSPACE_FILE))
-        log_history(tracker, "das_step", [{"das_step": step, **{f"das/loss_k{k}": float(result.losses[i, step])
-                                                                for i, k in enumerate(result.ks)}}
-                                          for step in range(result.losses.shape[1])], "das")
+        tracker.log_steps("das_step", [{"das_step": step, **{f"loss_k{k}": float(result.losses[i, step])
+                                                             for i, k in enumerate(result.ks)}}
+                                       for step in range(result.losses.shape[1])], "das")
         files.append(save_figure(tracker, "das_loss", loss_figure(result, f"{lm.name}: DAS at layer {layer}, "
                                                                           f"{settings.role}"), DAS_CURVE_FILE))
         low, high = wilson_interval(full_hits, len(heldout))
