@@ -4,7 +4,8 @@
 
 All three compute the same cells (resid_pre, layers x roles) on the same pairs; the script checks
 their logit differences agree and prints the speed ratios (targets: >= 10x the old loop, >= 3x one
-forward per cell), then times attribution patching in forward-equivalents (target <= 3).
+forward per cell), then times attribution patching in forward-equivalents (target <= 3) and prints how well it finds
+the exact grid's cells (precision/recall@k, sign agreement, full-grid Spearman).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 
 import torch
 
-from bindexp.interventions.attribution import attribution_grid, spearman
+from bindexp.interventions.attribution import agreement, attribution_grid
 from bindexp.interventions.exact import patch_grid
 from bindexp.interventions.plan import tokenize_pairs
 from bindexp.models import load_model
@@ -36,6 +37,7 @@ def parse_args(argv):
     parser.add_argument("--layer_step", type=int, default=5, help="every k-th layer (the loops are slow)")
     parser.add_argument("--cells_per_forward", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top_k", type=int, default=10, help="k of AtP's precision/recall@k against the exact grid")
     return parser.parse_args(argv)
 
 
@@ -155,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{t_atp / t_forward:.2f} forward-equivalents per pair (target <= 3)")
     columns = [atp.labels["role"].index(r) for r in grid.labels["role"]]
     atp_cells = atp.mean["normalized_effect"][layers][:, columns]
-    rho = spearman(atp_cells.ravel(), grid.mean["normalized_effect"].ravel())
-    print(f"AtP vs exact rank agreement over these cells (Spearman): {rho:.3f}")
+    numbers = agreement(atp_cells, grid.mean["normalized_effect"], k=min(args.top_k, atp_cells.size))
+    print(f"AtP vs exact over these {atp_cells.size} cells (|normalized effect|, top k={numbers['k']}): "
+          f"precision@k {numbers['precision_at_k']:.2f}, recall@k {numbers['recall_at_k']:.2f}, "
+          f"sign agreement on the exact top k {numbers['sign_agreement_exact_top_k']:.2f}, "
+          f"full-grid Spearman {numbers['spearman_full']:.3f}")
     return 0 if worst < 1e-2 else 1
 
 

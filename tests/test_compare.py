@@ -323,7 +323,7 @@ def test_grids_of_the_same_model_and_hops_are_averaged_only_when_their_layout_ma
 
 
 PATCH_ARGS = ["--model=tiny-random-llama", "--seq_len=5", "--num_programs=3", "--shots=0", "--only_correct=False",
-              "--hops=1", "--wandb_mode=offline", "--progress=False"]
+              "--hops=1", "--wandb_mode=offline", "--progress=False", "--min_gap=0"]
 
 
 @pytest.mark.skipif(not (ROOT / "scripts" / "patch.py").exists(), reason="scripts/patch.py is not written yet")

@@ -73,7 +73,8 @@ PINNED_HOPS = {"root_value": 2, "query_chain": 1, "distractor_value": 2, "chain_
 PINNED_DIGESTS = {  # sha256 of 20 whole pairs (programs with spans and meta) at seq_len=8, seed=1
     ("root_value", 2, False): "c23b687f9af069d54495d0cac6eaa6f6d11ed53ad525df52864787d13bd00808",
     ("query_chain", 1, True): "5f53ce5ff84bdc11cb8e42d112b2d2a9186fde9f7f6a45175553344b8ba12e9a",
-    ("distractor_value", 2, False): "00325753532b5dc076227bc2bfc8524eb54005de8775025a73d1bb0a9d8bed5c",
+    # changed on purpose (issue 9 item 12): the 8th pair's new distractor digit was the answer's, now redrawn
+    ("distractor_value", 2, False): "5f92b10dfde943778471828d2f78168943f402d8a6e3037815fdf4c79308e840",
     ("chain_link", 3, True): "745490853b656418a64a90dbccc3ecb4a861d0d927f8689455630ccae01dc32b",
 }
 

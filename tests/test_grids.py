@@ -55,7 +55,8 @@ def test_head_grid_and_position_grid_shapes(tiny_qwen3, pairs_and_shots):
     assert heads.axes == ("layer", "role", "head") and heads.shape == (2, len(role_columns(2)), 4)
     positions = patch_grid(tiny_qwen3, pairs[:2], site="resid_post", shots=shots, columns="positions")
     assert positions.axes == ("layer", "position")
-    assert positions.labels["position"][0] == 0 and len(positions.token_labels) == positions.shape[1]
+    assert positions.labels["position"][0] == "L0:0" and positions.labels["position"][-1] == "final"
+    assert len(positions.token_labels) == positions.shape[1]
 
 
 def test_grid_saves_and_loads_without_pickle(tiny_llama, pairs_and_shots, tmp_path):

@@ -68,6 +68,7 @@ def test_bad_dtype_is_rejected():
 
 def test_check_model_name_accepts_hub_ids_and_paths(tmp_path):
     check_model_name("Qwen/Qwen3-0.6B")
+    (tmp_path / "config.json").write_text("{}")  # a local model directory needs at least a config
     check_model_name(str(tmp_path))
     check_model_name("smollm2-135m")
 

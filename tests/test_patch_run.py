@@ -15,7 +15,7 @@ from bindexp.runs.settings import PatchSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model=tiny-random-llama", "--seq_len=5", "--num_programs=3", "--shots=1", "--hops=2",
-        "--only_correct=False", "--progress=False"]
+        "--only_correct=False", "--progress=False", "--min_gap=0"]
 
 
 def _main(argv):
@@ -47,7 +47,7 @@ def test_patch_script_logs_grid_table_image_and_artifact(tmp_path, monkeypatch, 
     assert summary["pairs_used"] == 3 and inspected["config"]["method"] == "exact"
     root = grid.labels["role"].index("root_value")
     best = summary["best_layer_by_column"]["root_value"]
-    assert best["layer"] == int(np.nanargmax(grid.mean["normalized_effect"][:, root]))
+    assert best["peak_layer"] == int(np.nanargmax(grid.mean["normalized_effect"][:, root]))
     assert "grid" in {p.name.split("_")[0] for p in (files / "media" / "table").glob("*.json")}
 
 
@@ -61,14 +61,14 @@ def test_other_methods_run(tmp_path, extra):
     assert (outcome.out_dir / "grid.safetensors").exists()
     assert outcome.grid.n.max() == 3
     if "--method=atp" in extra:
-        assert "atp_exact_spearman_top_k" in outcome.summary
+        assert "atp_sign_agreement_top_k" in outcome.summary and "atp_exact_spearman_top_k" not in outcome.summary
     if "--site=head" in extra:
         assert outcome.grid.labels["layer"] == [0, 3] and outcome.grid.axes[-1] == "head"
 
 
 def test_same_settings_give_the_same_grid(tmp_path):
     settings = PatchSettings(model="tiny-random-qwen3", seq_len=5, num_programs=2, shots=0, hops=1,
-                             only_correct=False, wandb_mode="disabled", output_dir=str(tmp_path), progress=False)
+                             only_correct=False, min_gap=0, wandb_mode="disabled", output_dir=str(tmp_path), progress=False)
     a, b = run_patch(settings), run_patch(settings)
     assert [p.to_dict() for p in a.pairs] == [p.to_dict() for p in b.pairs]
     np.testing.assert_array_equal(a.grid.mean["logit_diff"], b.grid.mean["logit_diff"])
@@ -96,7 +96,7 @@ def test_patch_run_uses_a_robust_programs_file(tmp_path):
     find_robust(robust)
     originals = load_robust_programs(tmp_path / "robust.jsonl", hops=2, seq_len=5)
     assert originals, "the tiny model answers some programs right"
-    settings = PatchSettings(model="tiny-random-llama", seq_len=5, hops=2, shots=1, num_programs=3, only_correct=False,
+    settings = PatchSettings(model="tiny-random-llama", seq_len=5, hops=2, shots=1, num_programs=3, only_correct=False, min_gap=0, systematic_only=False,
                              programs_file=str(tmp_path / "robust.jsonl"), wandb_mode="disabled",
                              output_dir=str(tmp_path), progress=False)
     outcome = run_patch(settings)
@@ -117,7 +117,7 @@ def test_control_counterfactual_moves_a_metric_at_its_edited_token(tmp_path):
     column = outcome.grid.labels["role"].index("distractor1_value")
     assert np.isfinite(outcome.grid.mean["p_original_change"][:, column]).all()
     assert np.isnan(outcome.grid.mean["normalized_effect"]).all()  # the two answers are one token
-    assert outcome.summary["metric"] == "p_original_change" and outcome.summary["best_layer_by_column"]
+    assert outcome.summary["metric"] == "flip" and outcome.summary["flip_rate_by_column"]
 
 
 @pytest.mark.parametrize("argv", [["--layers=[0, 99]", "--method=atp"], ["--method=knockout", "--knockout_window=10"]])
@@ -130,7 +130,7 @@ def test_out_of_range_layers_fail_before_any_run(tmp_path, argv):
 
 def test_counter_task_patches_from_the_cli(tmp_path, capsys):
     argv = ["--model=tiny-random-llama", "--task=counter", "--counterfactual=item_value", "--seq_len=4",
-            "--num_programs=3", "--shots=1", "--only_correct=False", "--progress=False", "--wandb_mode=disabled",
+            "--num_programs=3", "--shots=1", "--only_correct=False", "--progress=False", "--wandb_mode=disabled", "--min_gap=0",
             f"--output_dir={tmp_path}"]
     assert _main(argv) == 0
     (sidecar,) = tmp_path.rglob("grid.json")

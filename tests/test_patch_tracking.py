@@ -13,7 +13,7 @@ from test_tracking import _history_keys, _of, _records
 
 def test_patch_run_history_per_layer_and_artifact(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = PatchSettings(model="tiny-random-llama", seq_len=5, num_programs=2, shots=1, hops=2,
+    settings = PatchSettings(model="tiny-random-llama", min_gap=0, seq_len=5, num_programs=2, shots=1, hops=2,
                              only_correct=False, progress=False, wandb_mode="offline")
     outcome = run_patch(settings)
     records = _records(outcome.run_dir)

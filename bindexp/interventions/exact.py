@@ -32,7 +32,7 @@ def exact_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
     """Write the counterfactual run's value into the clean run, cell by cell."""
     return MethodResult(patch_cells(plan, cells_per_forward=options.cells_per_forward,
                                     pairs_per_chunk=options.pairs_per_chunk, stream_path=options.stream_path,
-                                    progress=options.progress))
+                                    progress=options.progress, min_gap=options.min_gap))
 
 
 def patch_grid(
@@ -65,11 +65,15 @@ def patch_cells(
     stream_path: Path | None = None,
     only: Collection[tuple] | None = None,
     progress: bool = False,
+    min_gap: float = 0.0,
 ) -> Grid:
     """The driver: patch the plan's cells with `source`'s values, chunk by chunk, and average.
 
     unchanged_before_edit: cells before the pair's first differing token are known to equal the
     clean run and are not run (true whenever the source is the counterfactual run).
+    min_gap: pairs whose clean-to-counterfactual logit gap |LD_cf - LD_clean| is below it are
+    left out before any cell is patched (counted in `info["excluded_small_gap"]`).
+    The grid also holds `normalized_effect_median`: the per-cell median over pairs (no interval).
     """
     from tqdm.auto import tqdm
 
@@ -78,12 +82,15 @@ def patch_cells(
     accumulator = plan.accumulator(METRICS)
     per_pair = len(layers) * len(labels) * len(heads or [None])  # cells of a pair, at most
     bar = _ForwardBar(tqdm, len(tokenized), per_pair, cells_per_forward, progress, site)
-    n_cells = 0
+    n_cells, excluded, effects = 0, [], []
     not_run = np.zeros(accumulator.pairs.shape, dtype=int)  # per cell: pairs it was not run for
     for at in range(0, len(tokenized), pairs_per_chunk):
         bar.phase("preparing pairs (clean + counterfactual runs)")
         chunk = prepare_pairs(lm, site, tokenized[at : at + pairs_per_chunk], plan.prefix)
         bar.prepared(len(chunk))
+        prepared = len(chunk)
+        excluded += [at + i for i, pair in enumerate(chunk) if abs(pair.ld_cf - pair.ld_clean) < min_gap]
+        chunk = [pair for pair in chunk if abs(pair.ld_cf - pair.ld_clean) >= min_gap]
         cells, where, untouched = [], [], []
         for index, pair in enumerate(chunk):
             for col, position in column_map(pair.tokens).items():
@@ -101,20 +108,45 @@ def patch_cells(
         for _, li, ci, head in untouched:
             not_run[(li, ci) if head is None else (li, ci, head)] += 1
         bar.phase(f"patching {site} cells")
-        bar.planned(len(chunk), len(cells), len(forward_batches(cells, cells_per_forward)))
+        bar.planned(prepared, len(cells), len(forward_batches(cells, cells_per_forward)))
+        if not chunk:
+            continue
         logits = patched_logits(lm, site, chunk, cells, source=source, cells_per_forward=cells_per_forward,
                                 on_forward=bar.cells_done)
         n_cells += len(cells)
         for index, pair in enumerate(chunk):
             values = _pair_values(pair, accumulator.pairs.shape, logits, where, untouched, index)
             accumulator.add(values)
+            effects.append(values["normalized_effect"])
             if stream_path is not None:
                 _append(stream_path, pair, values)
     bar.close()
     grid = accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
-                                  "patched_cells": n_cells, "shared_prefix_tokens": plan.start})
+                                  "patched_cells": n_cells, "shared_prefix_tokens": plan.start,
+                                  "excluded_small_gap": len(excluded), "excluded_pairs": excluded, "min_gap": min_gap})
     grid.counts[NOT_RUN] = not_run  # the heatmap hatches cells no pair ran
+    attach_metric(grid, "normalized_effect_median", _nanmedian(effects, grid.n.shape),
+                  grid.counts.get("normalized_effect"))
     return grid
+
+
+def _nanmedian(arrays: list[np.ndarray], shape) -> np.ndarray:
+    if not arrays:
+        return np.full(shape, np.nan)
+    stacked = np.stack(arrays)
+    present = ~np.isnan(stacked).all(axis=0)
+    out = np.full(shape, np.nan)
+    out[present] = np.nanmedian(stacked[:, present], axis=0)
+    return out
+
+
+def attach_metric(grid: Grid, name: str, values: np.ndarray, counts: np.ndarray | None = None) -> None:
+    """Add a per-cell statistic that has no interval (a median, a noise floor) to `grid`."""
+    grid.mean[name] = np.asarray(values, dtype=float)
+    grid.ci_low[name] = np.full(grid.n.shape, np.nan)
+    grid.ci_high[name] = np.full(grid.n.shape, np.nan)
+    if counts is not None:
+        grid.counts[name] = np.asarray(counts, dtype=int)
 
 
 class _ForwardBar:

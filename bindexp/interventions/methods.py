@@ -23,6 +23,8 @@ class MethodOptions:
     stream_path: Path | None = None  # per-pair values as JSONL (methods that keep them)
     progress: bool = False
     verify_top_k: int = 0  # atp: re-check its k largest cells exactly
+    verify_full: bool = False  # atp: compute the exact grid of every cell too (full-grid agreement)
+    min_gap: float = 0.0  # exact, atp: leave out pairs whose |LD_cf - LD_clean| is below this
     knockout_destination: str = "final"
     knockout_window: int = 1
     knockout_sources: Sequence[str] | None = None  # None: every column but the final token
@@ -30,10 +32,12 @@ class MethodOptions:
 
 @dataclasses.dataclass
 class Verification:
-    """An estimate's largest cells re-checked exactly: the side-by-side table and the rank agreement."""
+    """An estimate's largest cells re-checked exactly: the side-by-side table and the agreement
+    numbers (`bindexp.interventions.attribution.agreement`); `exact`: the full exact grid when computed."""
 
     table: Any  # pandas DataFrame: the cell's labels, `atp`, `exact`
-    spearman: float
+    agreement: dict[str, Any]
+    exact: Grid | None = None
 
 
 @dataclasses.dataclass

@@ -8,9 +8,13 @@ For a pair with original answer token o and counterfactual answer token c, at th
 - IIA (interchange intervention accuracy) = share of pairs whose patched prediction, the argmax
   over the task's candidate answers, is the counterfactual answer.
 - p_original / p_counterfactual: probabilities of the two answers' tokens over the vocabulary.
-- p_original_change = p_original(patched) - p_original(clean): what the original answer lost; the
-  metric for control counterfactuals, whose two answers are the same token (LD is 0, the
-  normalized effect NaN).
+- p_original_change = p_original(patched) - p_original(clean): what the original answer lost.
+- flip = 1 when the patched prediction (argmax over the candidates) is no longer the original
+  answer: its mean is the flip rate, the metric of control counterfactuals, whose two answers are
+  the same token (LD is 0, the normalized effect NaN, and IIA would only be accuracy).
+- ld_shift = LD_patched - LD_clean and ld_gap = LD_cf - LD_clean (the same for every cell of a
+  pair): mean(ld_shift) / mean(ld_gap) is the ratio of means, a normalized effect that small gaps
+  cannot amplify.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import dataclasses
 
 import torch
 
-METRICS = ("normalized_effect", "logit_diff", "iia", "p_original", "p_counterfactual", "p_original_change")
+METRICS = ("normalized_effect", "logit_diff", "iia", "p_original", "p_counterfactual", "p_original_change",
+           "flip", "ld_shift", "ld_gap")
 _FLAT = 1e-6
 
 
@@ -61,4 +66,7 @@ def cell_metrics(logits: torch.Tensor, answer: AnswerTokens, clean_logits: torch
         "p_original": probs[:, answer.original],
         "p_counterfactual": probs[:, answer.counterfactual],
         "p_original_change": probs[:, answer.original] - p_clean,
+        "flip": (predicted != answer.original).float(),
+        "ld_shift": ld - ld_clean,
+        "ld_gap": torch.full_like(ld, ld_cf - ld_clean),
     }

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from typing import Callable, Sequence
 
@@ -32,6 +33,8 @@ class TokenizedPair:
     program_start: int  # token position where the program begins (after the few-shot examples)
     answer: AnswerTokens
     tokens: list[str]  # token texts of the clean prompt
+    offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # each token's characters in the prompt
+    program_char: int = 0  # character offset where the program begins in the prompt
 
     @property
     def first_diff(self) -> int:
@@ -81,7 +84,8 @@ def tokenize_pairs(
         )
         program_token = next(i for i, (a, b) in enumerate(clean.offsets) if b > start)
         tokens = [prompt[a:b] for a, b in clean.offsets]
-        tokenized.append(TokenizedPair(pair, clean.ids, cf.ids, roles, program_token, answer, tokens))
+        tokenized.append(TokenizedPair(pair, clean.ids, cf.ids, roles, program_token, answer, tokens,
+                                       list(clean.offsets), start))
     return tokenized, dropped
 
 
@@ -99,11 +103,45 @@ def grid_columns(tokenized: Sequence[TokenizedPair], mode: str) -> tuple[str, li
         labels = pairs_task([t.pair for t in tokenized]).role_columns([t.pair.original for t in tokenized])
         return "role", labels, lambda t: {c: t.roles[c] for c in labels if c in t.roles}
     if mode == "positions":
-        width = max(len(t.ids) - t.program_start for t in tokenized)
-        labels = list(range(width))
-        return "position", labels, lambda t: {c: t.program_start + c for c in labels
-                                              if t.program_start + c < len(t.ids)}
+        check_one_shape(tokenized)
+        found = {label for t in tokenized for label in position_labels(t)}
+        return "position", sorted(found, key=_position_order), position_labels
     raise ModelError(f"columns must be 'roles' or 'positions', got {mode!r}")
+
+
+def position_labels(t: TokenizedPair) -> dict[str, int]:
+    """Every program token by where it ends in the program text: `L<line>:<column>` of its last
+    character (so a spaced constant's ' ' and '5' tokens and a copy's ' b' token land in the
+    columns of the characters they end on, in every pair), `final` for the prompt's last token,
+    `final-<k>` for tokens after the program text (a template's suffix)."""
+    text = t.pair.original.text
+    line_starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
+    last = len(t.ids) - 1
+    labels = {"final": last}
+    for index in range(t.program_start, last):
+        end = t.offsets[index][1] - 1 - t.program_char
+        if end >= len(text):
+            labels[f"final-{last - index}"] = index
+        else:
+            line = bisect.bisect_right(line_starts, end) - 1
+            labels[f"L{line}:{end - line_starts[line]}"] = index
+    return labels
+
+
+def _position_order(label: str) -> tuple:
+    if label.startswith("L"):
+        line, column = label[1:].split(":")
+        return (0, int(line), int(column))
+    return (1, -int(label.split("-")[1]) if "-" in label else 0)
+
+
+def check_one_shape(tokenized: Sequence[TokenizedPair]) -> None:
+    """Position columns align pairs by character: their programs must have the same line lengths."""
+    shapes = {tuple(len(line) for line in t.pair.original.text.split("\n")) for t in tokenized}
+    if len(shapes) > 1:
+        raise ModelError("positions=all needs programs of one shape (the same line lengths), so that a column is "
+                         f"the same character in every pair; these pairs have {len(shapes)} shapes: "
+                         "use positions=roles")
 
 
 @dataclasses.dataclass

@@ -79,13 +79,57 @@ class LoadedModel:
 
 
 def check_model_name(name: str) -> None:
-    """Raise ModelError unless `name` could name a model (no loading, no network)."""
+    """Raise ModelError unless `name` could name a model (no loading, no network); a local
+    directory's files are checked too (`check_model_dir`)."""
+    if Path(name).is_dir():
+        check_model_dir(Path(name))
+        return
     if name in BUNDLED or name.startswith("tiny-random-") or Path(name).exists() or _HUB_ID.match(name):
         return
     raise ModelError(
         f"unknown model {name!r}: not a bundled name ({', '.join(BUNDLED)}), "
         "an existing local path, or a hub id like 'org/name'"
     )
+
+
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_model_dir(folder: Path) -> None:
+    """A local model directory, checked without loading anything: config.json must be a JSON
+    object; weights must be safetensors (pickle files are never loaded), each complete (its header
+    readable and the file as long as the header says)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ModelError(f"{folder} has no config.json")
+    try:
+        if not isinstance(json.loads(config.read_text()), dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelError(f"{config} is not a valid config: {str(err).splitlines()[0]}") from None
+    safetensors = sorted(folder.glob("*.safetensors"))
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if pickles and not safetensors:
+        raise ModelError(f"{folder} holds only pickle weights ({', '.join(pickles)}); bindexp never loads pickle "
+                         "files: convert them to safetensors")
+    for path in safetensors:
+        _check_safetensors(path)
+
+
+def _check_safetensors(path: Path) -> None:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or length > size - 8:
+                raise ValueError(f"header of {length} bytes in a file of {size}")
+            header = json.loads(handle.read(length))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not a valid safetensors file: {str(err).splitlines()[0]}") from None
+    if size != 8 + length + end:
+        raise ModelError(f"{path} is truncated or damaged: the header says {8 + length + end} bytes, "
+                         f"the file has {size}")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -155,6 +199,7 @@ def load_model(
         kwargs["gguf_file"] = Path(name).name
     elif Path(name).is_dir():
         source, file_revision = name, None
+        kwargs["use_safetensors"] = True  # never a pickle file
     else:
         source, file_revision = name, revision
     model, tokenizer = _from_pretrained(source, file_revision, kwargs)

@@ -18,6 +18,7 @@ import pandas as pd
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, ModelError, check_model_name
 from bindexp.models.scoring import Score, candidate_token_ids, score_candidates, score_generate
+from bindexp.runs.folder import check_writable_dir
 from bindexp.runs.plots import save_accuracy_plot
 from bindexp.runs.reporting import accuracy_table, eval_summary
 from bindexp.runs.settings import EvalSettings
@@ -163,6 +164,7 @@ def run_eval(settings: EvalSettings, cache: ModelCache = MODEL_CACHE) -> EvalOut
     """One evaluation as one W&B run (job_type `eval`), with a local copy of everything."""
     check_model_name(settings.model)
     eval_conditions(settings)  # impossible task requests fail here, before any model or W&B work
+    check_writable_dir(settings.output_dir)
     with Tracker(settings, "eval") as tracker:
         lm = cache.get(settings.model, **settings.model_kwargs())
         tracker.update_config({"model_info": lm.describe()})

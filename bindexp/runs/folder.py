@@ -35,6 +35,9 @@ HEATMAP_FILE = "heatmap.png"  # patch
 ATP_VERIFY_FILE = "atp_verify.csv"  # patch with method=atp and verify_top_k
 ROBUST_FILE = "robust_programs.jsonl"  # robust: one program per line
 ROBUST_META_SUFFIX = ".meta.json"  # robust: the sidecar of a programs file, <name>.meta.json
+OVER_TRAINING_TABLE_FILE = "over_training.csv"  # over_training: step, role, layer, metric, value, ci_low, ci_high, n
+OVER_TRAINING_PLOT_FILE = "over_training.png"  # over_training: the metric against the training step per role
+CHECKPOINT_RUNS_DIR = "checkpoint_runs"  # over_training: one patch run folder per checkpoint, step-NNNNNN/
 # the analysis jobs (attention, lens, subspace, locate): grids in grids/<name>/, tables as CSV
 ANALYSIS_GRIDS_DIR = "grids"  # <folder>/grids/<destination or variable>/grid.safetensors + grid.json
 ROUTING_FILE = "routing_heads.csv"  # attention
@@ -108,6 +111,19 @@ class RunFolder:
     def robust(self) -> Path:
         return self.path / ROBUST_FILE
 
+    @property
+    def over_training_table(self) -> Path:
+        return self.path / OVER_TRAINING_TABLE_FILE
+
+    @property
+    def over_training_plot(self) -> Path:
+        return self.path / OVER_TRAINING_PLOT_FILE
+
+    @property
+    def checkpoint_runs(self) -> Path:
+        """The folder holding a patch run folder per analysed checkpoint (`step-NNNNNN/`)."""
+        return self.path / CHECKPOINT_RUNS_DIR
+
     def analysis_grid(self, name: str) -> Path:
         """The folder of an analysis run's grid `name` (a destination, a variable)."""
         return self.path / ANALYSIS_GRIDS_DIR / name
@@ -175,3 +191,22 @@ def read_pointer(path: Path) -> dict[str, str] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return pointer if isinstance(pointer, dict) else None
+
+
+def check_writable_dir(path: str | Path, what: str = "output_dir") -> None:
+    """Raise InputError (one line) unless `path` is a folder this process can write to, or could
+    be made in one: a temporary file is created and removed in it (or in its nearest existing
+    parent, when it does not exist yet; nothing is left behind)."""
+    import tempfile
+
+    from bindexp.errors import InputError
+
+    folder = Path(path).absolute()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    try:
+        if existing is None or not existing.is_dir():
+            raise NotADirectoryError(20, "not a directory" if existing is not None else "no such folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".bindexp-write-check-"):
+            pass
+    except OSError as err:
+        raise InputError(f"{what} {str(path)!r} is not a writable folder: {err.strerror or err}") from None

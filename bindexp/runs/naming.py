@@ -68,6 +68,7 @@ def run_identity(job_type: str, settings: Mapping[str, Any], user_tags: Sequence
         label = get("sweep") or get("group") or "-".join(get("tags") or []) or get("job_type") or "all"
         return RunIdentity(f"compare {label}", _tags(["compare", *user_tags]), {})
     models = get("models") or ([get("model")] if get("model") else [])
+    models = models or ([get("checkpoints")] if get("checkpoints") else [])  # over_training: the checkpoint folder
     model = "+".join(model_label(str(m)) for m in models)
     hops = get("hops") if get("hops") is not None and _has_axis(task, "hops") else None
     method = get("method")

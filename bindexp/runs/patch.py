@@ -15,10 +15,12 @@ from bindexp.interventions.grid import Grid
 from bindexp.interventions.methods import METHODS, MethodOptions, MethodResult
 from bindexp.interventions.plan import plan_grid
 from bindexp.interventions.selection import select_pairs
-from bindexp.interventions.summary import grid_summary
+from bindexp.interventions.exact import attach_metric
+from bindexp.interventions.noise import noise_floor
+from bindexp.interventions.summary import NOISE_FLOOR, grid_summary, worst_cell
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, ModelError, check_model_name
-from bindexp.runs.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE
+from bindexp.runs.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE, check_writable_dir
 from bindexp.runs.settings import PatchSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.runs.robust import load_robust_programs, with_file_prompt_settings
@@ -27,7 +29,7 @@ from bindexp.tasks.program import Program, TaskError, derive_rng
 from bindexp.tasks.prompts import require_answer_next
 from bindexp.tasks.registry import get_task, make_programs
 
-CONTROL_METRIC = "p_original_change"  # pairs that share their answer: LD cannot move
+CONTROL_METRIC = "flip"  # pairs that share their answer: the share of predictions leaving it (the flip rate)
 
 
 @dataclasses.dataclass
@@ -86,25 +88,88 @@ def choose_pairs(lm: LoadedModel, settings: PatchSettings, shots: list[Program])
                         finite=settings.programs_file is not None, progress=settings.progress)
 
 
+MIN_GAP_METHODS = ("exact", "atp")  # the methods whose headline is normalized by the gap
+
+
+def effective_min_gap(settings: PatchSettings) -> float:
+    """min_gap for methods normalized by the gap; 0 for controls (their two answers are one token:
+    the gap is 0 by design) and for the other methods."""
+    if settings.method not in MIN_GAP_METHODS or is_control(settings):
+        return 0.0
+    return settings.min_gap
+
+
 def compute_grid(lm: LoadedModel, settings: PatchSettings, pairs, shots, out_dir: Path) -> MethodResult:
-    """The settings' method on a plan of these pairs."""
+    """The settings' method on a plan of these pairs; exact grids get their `noise_floor` metric."""
     method = METHODS[settings.method]
     plan = plan_grid(lm, pairs, site=settings.site, shots=shots, template=settings.template,
                      columns="roles" if settings.positions == "roles" else "positions", layers=settings.layers,
                      prefix_until=method.prefix_until)
+    min_gap = effective_min_gap(settings)
     options = MethodOptions(cells_per_forward=settings.batch_size, pairs_per_chunk=settings.pairs_per_chunk,
                             stream_path=out_dir / PAIRS_FILE, progress=settings.progress,
-                            verify_top_k=settings.verify_top_k, knockout_destination=settings.knockout_destination,
+                            verify_top_k=settings.verify_top_k, verify_full=settings.verify == "full",
+                            min_gap=min_gap, knockout_destination=settings.knockout_destination,
                             knockout_window=settings.knockout_window)
-    return method.load()(plan, options)
+    result = method.load()(plan, options)
+    if is_control(settings):  # both answers are one token: IIA would be accuracy on the original answer
+        for table in (result.grid.mean, result.grid.ci_low, result.grid.ci_high, result.grid.counts):
+            table.pop("iia", None)
+    excluded = set(result.grid.info.get("excluded_pairs", []))
+    labels = [t.pair.original.meta["heuristic"] for i, t in enumerate(plan.tokenized)
+              if i not in excluded and "heuristic" in t.pair.original.meta]
+    if labels:  # tasks with the line-1/line-2 heuristic: its share of the pairs actually patched
+        result.grid.info["heuristic_share"] = sum(map(bool, labels)) / len(labels)
+    if result.grid.info.get("excluded_small_gap") and not result.grid.n.any():
+        raise ModelError(f"every pair's clean-to-counterfactual logit gap is below min_gap={min_gap}; "
+                         "lower --min_gap (0 keeps every pair)")
+    if settings.method == "exact" and settings.noise_floor_pairs:
+        floor, cost = noise_floor(plan, settings.noise_floor_pairs, cells_per_forward=settings.batch_size,
+                                  min_gap=min_gap, metric=headline_metric(settings, result.grid))
+        attach_metric(result.grid, NOISE_FLOOR, floor)
+        result.grid.info["noise_floor"] = {**cost, "definition": NOISE_FLOOR_DEFINITION}
+    return result
+
+
+NOISE_FLOOR_DEFINITION = ("per cell, max |headline metric| over the first noise_floor_pairs pairs of the same cells "
+                          "patched with the clean run's own values (same code path and dtype)")
 
 
 def headline_metric(settings: PatchSettings, grid: Grid) -> str:
     """The method's headline metric, or the control metric for pairs whose answer must not change."""
-    kind = get_task(settings.task).counterfactual(settings.counterfactual)
-    if not kind.changes_answer and CONTROL_METRIC in grid.metrics:
+    if is_control(settings) and CONTROL_METRIC in grid.metrics:
         return CONTROL_METRIC
     return METHODS[settings.method].headline
+
+
+def is_control(settings: PatchSettings) -> bool:
+    """A counterfactual whose answer must not change."""
+    return not get_task(settings.task).counterfactual(settings.counterfactual).changes_answer
+
+
+def run_summary(settings: PatchSettings, result: MethodResult, metric: str, pairs: list[CounterfactualPair],
+                looked_at: int, dtype: str) -> dict[str, Any]:
+    """Everything a patch run's summary says (README: "What the summaries mean")."""
+    grid, spec = result.grid, get_task(settings.task)
+    kind = spec.counterfactual(settings.counterfactual)
+    if is_control(settings) and metric == CONTROL_METRIC:
+        summary = {**grid_summary(grid, metric, key="flip_rate_by_column"), "flip_rate_worst_cell": worst_cell(grid, metric)}
+    else:
+        summary = grid_summary(grid, metric, spec.value_role, handoff=kind.edits_value_role)
+    summary.update({"pairs_looked_at": looked_at, "pairs_used": len(pairs), "pairs_dropped": len(grid.info.get("dropped", [])),
+                    "pairs_excluded_min_gap": int(grid.info.get("excluded_small_gap", 0)), "min_gap": effective_min_gap(settings),
+                    "dtype": dtype})
+    if "heuristic_share" in grid.info:
+        summary["heuristic_share"] = grid.info["heuristic_share"]
+    if "noise_floor" in grid.info:
+        summary["noise_floor_pairs"] = grid.info["noise_floor"]["pairs"]
+        summary["noise_floor_patched_cells"] = grid.info["noise_floor"]["patched_cells"]
+        summary["patched_cells"] = grid.info.get("patched_cells")
+    if result.verification is not None:
+        for name, value in result.verification.agreement.items():
+            summary[name if name == "k" else f"atp_{name}"] = None if isinstance(value, float) and math.isnan(value) else value
+        summary["atp_verify_k"] = summary.pop("k")
+    return summary
 
 
 def _close(figure) -> None:
@@ -148,13 +213,21 @@ def log_patch_history(tracker: Tracker, grid: Grid, metric: str) -> None:
     tracker.log_steps("layer", rows, metric)
 
 
-def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
-    """One patching run (job_type `patch`), with a local copy of everything."""
+def checked_request(settings: PatchSettings) -> tuple[PatchSettings, list[Program]]:
+    """What a patch run refuses before any model loads: the settings in effect (a programs file's
+    prompt settings filled in) and the shots."""
     check_model_name(settings.model)
     settings = with_file_prompt_settings(settings)  # the file's shots, template, seed unless given
     require_answer_next(settings.template)  # also refuses unknown templates
     shots = patch_shots(settings)  # impossible requests fail here, before any model or W&B work
     candidate_pairs(settings, 1, shots)
+    check_writable_dir(settings.output_dir)
+    return settings, shots
+
+
+def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> PatchOutcome:
+    """One patching run (job_type `patch`), with a local copy of everything."""
+    settings, shots = checked_request(settings)
     lm = cache.get(settings.model, **settings.model_kwargs())
     check_layers(settings, lm.n_layers)  # before any W&B run or pair is made
     with Tracker(settings, "patch") as tracker:
@@ -170,11 +243,8 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
         figure = grid.plot(metric, title=heatmap_title(settings, lm.name, len(pairs)))
         figure.savefig(heatmap, dpi=120)
         _close(figure)
-        summary = {**grid_summary(grid, metric, get_task(settings.task).value_role), "pairs_looked_at": looked_at,
-                   "pairs_used": len(pairs), "pairs_dropped": len(grid.info.get("dropped", []))}
+        summary = run_summary(settings, result, metric, pairs, looked_at, str(lm.dtype).removeprefix("torch."))
         if result.verification is not None:
-            value = result.verification.spearman
-            summary["atp_exact_spearman_top_k"] = None if math.isnan(value) else value
             result.verification.table.to_csv(tracker.out_dir / ATP_VERIFY_FILE, index=False)
             tracker.log_table("atp_verify", result.verification.table)
         tracker.log_headline(summary)  # its numbers as a history step too (default panels, sweep charts)

@@ -70,9 +70,13 @@ def find_robust(settings: RobustSettings, cache: Any = None) -> RobustOutcome:
     from bindexp.runs.tracking import Tracker
 
     cache = cache or MODEL_CACHE
+    from bindexp.runs.folder import check_writable_dir
+
     for name in settings.models:
         check_model_name(name)
     conditions = eval_conditions(settings)
+    check_writable_dir(settings.output_dir)
+    check_writable_dir(Path(settings.out).parent, "the folder of out")
     with Tracker(settings, "robust") as tracker:
         margins: list[list[dict[str, float | None]]] = [[{} for _ in c.programs] for c in conditions]
         correct: list[list[int]] = [[0] * len(c.programs) for c in conditions]

@@ -8,6 +8,7 @@ variables; logged whole to W&B with `model_dump(mode="json")`.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from typing import Annotated, Any, Literal, Sequence, TypeVar
 
@@ -70,6 +71,13 @@ class RunSettings(BaseSettings):
     run_name: str | None = Field(None, description="None: named from the settings, e.g. 'eval smollm2-135m binding h1-4 L16 s0'")
     sweep: str | None = Field(None, description="the local sweep this run belongs to (set by scripts/sweep_local.py)")
     output_dir: str = Field("outputs", description="local results when W&B is disabled or fails")
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_a_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+        return device
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `bindexp.models.load_model`."""
@@ -134,6 +142,9 @@ class EvalSettings(ProgramSettings):
 
 
 
+MIN_GAP = 1.0  # logits: a pair's rounding error in LD reaches its normalized effect divided by the gap
+
+
 class PatchSettings(ProgramSettings):
     """`scripts/patch.py`: where a model carries the value, by causal interventions."""
 
@@ -150,7 +161,15 @@ class PatchSettings(ProgramSettings):
     layers: OptionalIntList = Field(None, description="None: every layer")
     only_correct: bool = Field(True, description="keep pairs the model answers right on both sides")
     programs_file: str | None = Field(None, description="originals from scripts/find_robust.py instead of new draws")
+    systematic_only: bool = Field(True, description="keep only programs the line-1/2 heuristic gets wrong "
+                                  "(default True for patching: heuristic-solvable pairs say little about binding)")
+    min_gap: float = Field(MIN_GAP, ge=0, description=f"leave out pairs whose clean-to-counterfactual logit gap "
+                           f"|LD_cf - LD_clean| is below this (default {MIN_GAP} logit; 0 keeps all; controls: not applied)")
+    noise_floor_pairs: int = Field(4, ge=0, description="exact: pairs whose cells are re-patched with the clean run's "
+                                   "own values to measure the noise floor (0: none)")
     verify_top_k: int = Field(0, ge=0, description="atp: check the k largest cells by exact patching")
+    verify: Literal["top_k", "full"] = Field("top_k", description="atp: full computes the exact grid of every cell "
+                                             "too (precision/recall@k, sign agreement, full-grid Spearman)")
     knockout_destination: Literal["final", "query_var"] = Field("final", description="knockout: the attending token")
     knockout_window: int = Field(1, ge=1, description="knockout: consecutive layers blocked together")
 

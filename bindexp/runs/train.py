@@ -186,7 +186,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
             best = metric if is_best else best
             checkpoint = save_checkpoint(root, done, model, tokenizer, optimizer, scheduler, {
                 "settings": settings.model_dump(mode="json"), "history": history, "best_metric": best,
-                "artifact_name": artifact_name})
+                "artifact_name": artifact_name, "heuristic_plateau": plateau, "run_folder": str(tracker.out_dir.resolve())})
             record_checkpoint(root, done, best=is_best, metric=metric, keep=settings.keep_checkpoints)
             if settings.log_artifacts:
                 aliases = ["latest", f"step-{done}"] + (["best"] if is_best else [])

@@ -5,7 +5,8 @@ and character spans and tokenizers give both the same token positions.
 binding:
 - root_value: the chain's root constant changes; the answer changes with it.
 - query_chain: the query names the tail of another chain holding a different value.
-- distractor_value: the first constant off the chain changes; the answer must NOT change (a control).
+- distractor_value: the first constant off the chain changes, never to the answer's digit; the
+  answer must NOT change (a control).
 - chain_link: one copy line on the chain reads another variable with a different value.
 counter:
 - item_value: the first list item equal to the counted value becomes another digit (the count drops).
@@ -41,10 +42,14 @@ def _root_value(program: Program, rng: Random) -> tuple[int, str] | None:
 
 
 def _distractor_value(program: Program, rng: Random) -> tuple[int, str] | None:
-    """The first distractor constant (the `distractor1_value` role, a column of every role grid)."""
+    """The first distractor constant (the `distractor1_value` role, a column of every role grid),
+    never changed to the answer's digit."""
     if "distractor1_value" not in program.spans:
         return None
-    return other_digit(program, program.spans["distractor1_value"][0], rng)
+    at, digit = other_digit(program, program.spans["distractor1_value"][0], rng)
+    if digit == str(program.answer):  # redraw only then: every other pair stays as it was drawn before
+        at, digit = other_digit(program, at, rng, avoid=(digit,))
+    return at, digit
 
 
 def _query_chain(program: Program, rng: Random) -> tuple[int, str] | None:
@@ -76,7 +81,7 @@ def _needs_two_hops(options: Mapping[str, Any]) -> None:
 
 
 BINDING_COUNTERFACTUALS = {kind.name: kind for kind in (
-    CounterfactualKind("root_value", _root_value, changes_answer=True),
+    CounterfactualKind("root_value", _root_value, changes_answer=True, edits_value_role=True),
     CounterfactualKind("query_chain", _query_chain, changes_answer=True),
     CounterfactualKind("distractor_value", _distractor_value, changes_answer=False),
     CounterfactualKind("chain_link", _chain_link, changes_answer=True, requires=_needs_two_hops),
@@ -101,5 +106,5 @@ def _target_value(program: Program, rng: Random) -> tuple[int, str] | None:
 COUNTER_COUNTERFACTUALS = {kind.name: kind for kind in (
     CounterfactualKind("item_value", _item_value, changes_answer=True),
     CounterfactualKind("distractor_item", _distractor_item, changes_answer=False),
-    CounterfactualKind("target_value", _target_value, changes_answer=True),
+    CounterfactualKind("target_value", _target_value, changes_answer=True, edits_value_role=True),
 )}

@@ -26,12 +26,15 @@ class CounterfactualKind:
 
     A pair whose answers coincide when `changes_answer` (or differ when not) is dropped.
     requires(options): raise TaskError when the draw options cannot give such pairs (checked first).
+    edits_value_role: the edit changes the task's `value_role` token (e.g. binding's root_value):
+    only then does a summary report where the effect passes from that role to the final token.
     """
 
     name: str
     edit: Edit
     changes_answer: bool
     requires: Callable[[Mapping[str, Any]], None] | None = None
+    edits_value_role: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
