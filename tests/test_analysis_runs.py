@@ -19,9 +19,9 @@ from bindexp.runs.settings import PatchSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model=tiny-random-llama", "--seq_len=5", "--hops=2", "--shots=1", "--only_correct=False",
-        "--systematic_only=False", "--progress=False"]
+        "--systematic_only=False", "--progress=False", "--min_gap=0"]
 SMALL = dict(model="tiny-random-llama", seq_len=5, hops=2, shots=1, only_correct=False, systematic_only=False,
-             progress=False, wandb_mode="disabled")
+             progress=False, wandb_mode="disabled", min_gap=0)
 
 
 def _main(name, argv):
