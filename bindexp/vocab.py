@@ -11,7 +11,8 @@ from typing import Literal, get_args
 Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
 SITES: tuple[str, ...] = get_args(Site)  # intervention sites, mapped per family in bindexp.models.sites
 
-JobType = Literal["eval", "patch", "robust", "compare", "train", "over_training"]
+JobType = Literal["eval", "patch", "robust", "compare", "train", "over_training", "attention", "lens", "subspace",
+                  "locate"]
 JOB_TYPES: tuple[str, ...] = get_args(JobType)  # W&B job_type and config.json's job_type
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]

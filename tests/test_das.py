@@ -10,7 +10,8 @@ import torch
 from bindexp.errors import BindexpError
 from bindexp.interventions.das import DasSettings, das, fit_rotation, interchange_loss, principal_angles
 from bindexp.interventions.metrics import cell_metrics
-from bindexp.interventions.pairs import prepare_pairs, shared_prefix_length, tokenize_pairs
+from bindexp.interventions.plan import shared_prefix_length, tokenize_pairs
+from bindexp.interventions.prepared import prepare_pairs
 from bindexp.interventions.patching import Cell, patched_logits
 from bindexp.interventions.subspace import (check_disjoint, interchange, interchanged_logits, site_activations,
                                             site_pairs, split_pairs)

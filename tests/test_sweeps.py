@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from bindexp.runs.settings import EvalSettings, PatchSettings, parse_settings
+from bindexp.runs.analysis_settings import AttentionSettings, LensSettings, LocateSettings, SubspaceSettings
 from bindexp.runs.train_settings import TrainSettings
 from bindexp.sweeps.spec import (
     SweepError, agent_command, check_sweep, expand, iter_parameter_values, load_sweep, settings_class,
@@ -24,6 +25,8 @@ from bindexp.sweeps.spec import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+ANALYSIS_SCRIPTS = {"scripts/attention.py": AttentionSettings, "scripts/lens.py": LensSettings,
+                    "scripts/subspace.py": SubspaceSettings, "scripts/locate.py": LocateSettings}
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
@@ -58,7 +61,7 @@ def test_sweep_file_is_well_formed(path):
     program = config["program"]
     assert (ROOT / program).is_file(), f"{program} does not exist"
     assert settings_class(config) is {"scripts/eval.py": EvalSettings, "scripts/patch.py": PatchSettings,
-                                         "scripts/train.py": TrainSettings}[program]
+                                      "scripts/train.py": TrainSettings, **ANALYSIS_SCRIPTS}[program]
     assert len(expand(config)) >= 1
 
 

@@ -31,6 +31,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bindexp.errors import InputError
+from bindexp.results.summaries import write_analysis_summaries
 from bindexp.results.records import RunFilter, RunRecord, api_records, local_records
 from bindexp.runs.cli import check_writable_folder
 from bindexp.runs.folder import GRID_ARRAYS, GRID_SIDECAR, HEATMAP_FILE, RESULTS_FILE, SUMMARY_FILE
@@ -535,6 +536,7 @@ def run_compare(settings: CompareSettings, records: Sequence[RunRecord] | None =
             files += write_grid(averaged, out_dir / "patch")
         pd.concat([grid_cells(g) for g in grids], ignore_index=True).to_csv(out_dir / "patch_cells.csv", index=False)
         files.append(out_dir / "patch_cells.csv")
+    files += write_analysis_summaries(good, out_dir)  # attention, lens, subspace, locate runs
     outcome = CompareOutcome(tidy, table, grids, skipped, out_dir, files)
     if settings.log_wandb:
         _log_to_wandb(settings, outcome)

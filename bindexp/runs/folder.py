@@ -38,6 +38,23 @@ ROBUST_META_SUFFIX = ".meta.json"  # robust: the sidecar of a programs file, <na
 OVER_TRAINING_TABLE_FILE = "over_training.csv"  # over_training: step, role, layer, metric, value, ci_low, ci_high, n
 OVER_TRAINING_PLOT_FILE = "over_training.png"  # over_training: the metric against the training step per role
 CHECKPOINT_RUNS_DIR = "checkpoint_runs"  # over_training: one patch run folder per checkpoint, step-NNNNNN/
+# the analysis jobs (attention, lens, subspace, locate): grids in grids/<name>/, tables as CSV
+ANALYSIS_GRIDS_DIR = "grids"  # <folder>/grids/<destination or variable>/grid.safetensors + grid.json
+ROUTING_FILE = "routing_heads.csv"  # attention
+ATTENTION_HEATMAP_FILE = "attention_{destination}.png"  # attention: layer x head panels per source role
+ATTENTION_CELLS_FILE = "attention_cells.csv"  # attention: every (destination, layer, role, head) cell
+LENS_CELLS_FILE = "lens_cells.csv"  # lens: every (layer, role) cell
+LENS_CURVE_FILE = "lens_final.png"  # lens: the final token's curve over layers
+SUBSPACE_FILE = "subspace.csv"  # subspace: held-out IIA per method and k
+ROTATIONS_FILE = "das_rotations.safetensors"  # subspace: tensor "k<k>" per k (R[:k] spans the subspace)
+PROBE_BASIS_FILE = "probe_basis.safetensors"  # subspace: the PCA + probe basis
+TRAIN_PAIRS_FILE = "train_pairs.jsonl"  # subspace
+HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"  # subspace
+LOCATE_FILE = "locate.csv"  # locate: variable -> where
+LOCATE_CELLS_FILE = "locate_cells.csv"  # locate: every (variable, layer, role) cell
+LOCATE_HEATMAP_FILE = "locate_iia.png"  # locate: IIA heatmap per variable
+DAS_CURVE_FILE = "das_loss.png"  # subspace: training loss per k
+CAUSAL_MODEL_FILE = "causal_model.json"  # locate: the declared hypothesis
 POINTER_ENV = "BINDEXP_RUN_POINTER"
 
 
@@ -106,6 +123,14 @@ class RunFolder:
     def checkpoint_runs(self) -> Path:
         """The folder holding a patch run folder per analysed checkpoint (`step-NNNNNN/`)."""
         return self.path / CHECKPOINT_RUNS_DIR
+
+    def analysis_grid(self, name: str) -> Path:
+        """The folder of an analysis run's grid `name` (a destination, a variable)."""
+        return self.path / ANALYSIS_GRIDS_DIR / name
+
+    def file(self, name: str) -> Path:
+        """<folder>/<name>, for one of this module's file names."""
+        return self.path / name
 
     def is_run(self) -> bool:
         """Whether a run (of any job, or an older run without config.json) wrote this folder."""

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from pydantic_settings import BaseSettings
 
 from bindexp.runs.cli import InputError
+from bindexp.runs.analysis_settings import AttentionSettings, LensSettings, LocateSettings, SubspaceSettings
 from bindexp.runs.settings import EvalSettings, PatchSettings
 from bindexp.runs.train_settings import TrainSettings
 
@@ -51,6 +52,10 @@ PARAM_KEYS = {"value", "values", "probabilities", "distribution", "min", "max", 
 SCRIPT_SETTINGS: dict[str, type[BaseSettings]] = {
     "scripts/eval.py": EvalSettings,
     "scripts/patch.py": PatchSettings,
+    "scripts/attention.py": AttentionSettings,
+    "scripts/lens.py": LensSettings,
+    "scripts/subspace.py": SubspaceSettings,
+    "scripts/locate.py": LocateSettings,
     "scripts/train.py": TrainSettings,
 }
 

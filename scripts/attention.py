@@ -1,0 +1,33 @@
+"""Which heads read which role? Mean attention per layer x head from the final token and the query
+variable to each role, and the routing heads confirmed by head patching; one W&B run (job_type
+`attention`).
+
+    python scripts/attention.py --model=smollm2-135m --hops=2 --seq_len=6 --shots=3 --num_programs=20
+
+Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment variable.
+"""
+
+from __future__ import annotations
+
+from bindexp.runs.analysis_settings import AttentionSettings
+from bindexp.runs.attention import run_attention
+from bindexp.runs.cli import run_cli
+
+
+def _run_and_print(settings: AttentionSettings) -> None:
+    outcome = run_attention(settings)
+    summary = outcome.summary
+    print(f"\nattention of {settings.model} over {summary['programs']} programs "
+          f"(loaded with {summary['attn_implementation_loaded']} attention, read with eager):")
+    columns = ["destination", "source", "rank", "layer", "head", "attention"] + \
+        (["head_patch_effect"] if "head_patch_effect" in outcome.routing else [])
+    print(outcome.routing[outcome.routing["rank"] <= 3][columns].to_string(index=False, float_format="%.3f"))
+    print(f"results: {outcome.out_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(AttentionSettings, _run_and_print, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""From which layer is the answer readable? The logit lens per layer x role for the answer and the
+counterfactual answer; one W&B run (job_type `lens`).
+
+    python scripts/lens.py --model=smollm2-135m --hops=2 --seq_len=6 --shots=3 --num_programs=20
+
+Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment variable.
+"""
+
+from __future__ import annotations
+
+from bindexp.runs.analysis_settings import LensSettings
+from bindexp.runs.cli import run_cli
+from bindexp.runs.lens import run_lens
+
+
+def _run_and_print(settings: LensSettings) -> None:
+    outcome = run_lens(settings)
+    readable = outcome.readable
+    print(f"\nlogit lens of {settings.model} at the final token ({outcome.summary['programs']} programs):")
+    print(f"{'layer':>6}{'top-1 share':>13}{'95% CI':>18}")
+    for layer, share, low, high in zip(outcome.grid.labels["layer"], readable["top1_share_by_layer"],
+                                       readable["top1_ci_low_by_layer"], readable["top1_ci_high_by_layer"]):
+        print(f"{layer:>6}{share:>13.3f}     [{low:.3f}, {high:.3f}]")
+    print(f"answer readable (top-1 in > {readable['readable_threshold']:.0%} of programs from then on) from layer "
+          f"{readable['readable_layer']} (range {readable['readable_layer_low']}..{readable['readable_layer_high']})")
+    print(f"results: {outcome.out_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(LensSettings, _run_and_print, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Where is each variable of the declared causal model of binding (query, pointer per hop, value)?
+One exact patch grid per counterfactual kind, read as a table variable -> (layer, role) cells with
+IIA and Wilson intervals; one W&B run (job_type `locate`).
+
+    python scripts/locate.py --model=smollm2-135m --hops=2 --seq_len=6 --shots=3 --num_programs=20
+
+Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment variable.
+"""
+
+from __future__ import annotations
+
+from bindexp.runs.analysis_settings import LocateSettings
+from bindexp.runs.cli import run_cli
+from bindexp.runs.locate import run_locate
+
+
+def _run_and_print(settings: LocateSettings) -> None:
+    outcome = run_locate(settings)
+    print(f"\nlocate on {settings.model} (site {settings.site}, IIA threshold {settings.iia_threshold}):")
+    columns = ["variable", "counterfactual", "pairs", "best_layer", "best_role", "iia", "iia_ci_low", "iia_ci_high",
+               "where"]
+    print(outcome.table[columns].to_string(index=False, float_format="%.3f"))
+    print(f"results: {outcome.out_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(LocateSettings, _run_and_print, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
