@@ -25,7 +25,7 @@ import torch
 from bindexp.interventions.grid import Grid, GridAccumulator
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel, ModelError
-from bindexp.models.sites import SiteMap
+from bindexp.models.tracing import after_prefix
 
 ATTENTION_METRIC = "attention"
 
@@ -57,18 +57,17 @@ def attention_weights(lm: LoadedModel, ids: Sequence[int], destinations: Sequenc
     a destination are 0 (causal). prefix: the shared few-shot prefix's cache; its tokens are not
     run again, and destinations must lie after it.
     """
-    sites = SiteMap.of(lm.model, lm.family)
+    sites = lm.sites
     start = prefix.length if prefix else 0
     if len(ids) <= start:
         raise ModelError("the prompt must extend past the shared prefix")
     rows = [d - start for d in destinations]
     if any(not 0 <= r < len(ids) - start for r in rows):
         raise ModelError(f"destinations must lie in {start}..{len(ids) - 1}, got {list(destinations)}")
-    tensor = torch.tensor([list(ids[start:])], device=lm.device)
-    positions = torch.arange(start, len(ids), device=lm.device)[None]
+    tensor, positions, cache = after_prefix([ids], prefix, lm.device)
     saved = []
     with eager_attention(lm.model), torch.no_grad():
-        with lm.traced.trace(tensor, position_ids=positions, past_key_values=prefix.cache_for(1) if prefix else None,
+        with lm.traced.trace(tensor, position_ids=positions, past_key_values=cache,
                              use_cache=prefix is not None, logits_to_keep=1):
             for layer in range(sites.n_layers):
                 weights = sites.module(lm.traced, "attn_out", layer).output[1]
@@ -95,7 +94,7 @@ def role_attention(lm: LoadedModel, sequences: Sequence[Sequence[int]], roles: S
     if len(sequences) != len(roles) or not sequences:
         raise ModelError("role_attention needs one roles dict per sequence, and at least one sequence")
     sources = list(roles[0]) if sources is None else list(sources)
-    sites = SiteMap.of(lm.model, lm.family)
+    sites = lm.sites
     labels = {"layer": list(range(sites.n_layers)), "role": sources, "head": list(range(sites.n_heads))}
     accumulators = {d: GridAccumulator(("layer", "role", "head"), labels, [ATTENTION_METRIC]) for d in destinations}
     for ids, program_roles in tqdm(list(zip(sequences, roles)), disable=not progress, desc="attention", unit="program"):

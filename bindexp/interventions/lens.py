@@ -21,7 +21,7 @@ import torch
 from bindexp.interventions.grid import Grid, GridAccumulator
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel, ModelError
-from bindexp.models.sites import SiteMap
+from bindexp.models.tracing import after_prefix
 
 LENS_METRICS = ("p_answer", "rank_answer", "top1_answer", "p_counterfactual", "rank_counterfactual")
 # where each layout keeps its final norm, keyed by where it keeps its layers (belongs in sites.Architecture)
@@ -29,7 +29,7 @@ FINAL_NORM = {"model.layers": "model.norm", "transformer.h": "transformer.ln_f"}
 
 
 def final_norm(lm: LoadedModel) -> Any:
-    layers = SiteMap.of(lm.model, lm.family).arch.layers
+    layers = lm.sites.arch.layers
     if layers not in FINAL_NORM:
         raise ModelError(f"no final norm is mapped for model family {lm.family!r}")
     return functools.reduce(getattr, FINAL_NORM[layers].split("."), lm.model)
@@ -47,16 +47,15 @@ def decode_residual(lm: LoadedModel, residual: torch.Tensor) -> torch.Tensor:
 def residual_stream(lm: LoadedModel, ids: Sequence[int], positions: Sequence[int], *,
                     prefix: SharedPrefix | None = None) -> torch.Tensor:
     """[n_layers + 1, position, d]: resid_pre of every layer, then the last layer's output."""
-    sites = SiteMap.of(lm.model, lm.family)
+    sites = lm.sites
     start = prefix.length if prefix else 0
     columns = [p - start for p in positions]
     if any(not 0 <= c < len(ids) - start for c in columns):
         raise ModelError(f"positions must lie in {start}..{len(ids) - 1}, got {list(positions)}")
-    tensor = torch.tensor([list(ids[start:])], device=lm.device)
-    position_ids = torch.arange(start, len(ids), device=lm.device)[None]
+    tensor, position_ids, cache = after_prefix([ids], prefix, lm.device)
     saved = []
     with torch.no_grad():
-        with lm.traced.trace(tensor, position_ids=position_ids, past_key_values=prefix.cache_for(1) if prefix else None,
+        with lm.traced.trace(tensor, position_ids=position_ids, past_key_values=cache,
                              use_cache=prefix is not None, logits_to_keep=1):
             for layer in range(sites.n_layers):
                 saved.append(sites.layer(lm.traced, layer).input[0][columns].save())
@@ -99,7 +98,7 @@ def role_lens(lm: LoadedModel, sequences: Sequence[Sequence[int]], roles: Sequen
 
     if not (len(sequences) == len(roles) == len(answers)) or not sequences:
         raise ModelError("role_lens needs one roles dict and one answer pair per sequence, and a sequence")
-    n_layers = SiteMap.of(lm.model, lm.family).n_layers
+    n_layers = lm.sites.n_layers
     accumulator = GridAccumulator(("layer", "role"), {"layer": list(range(n_layers + 1)), "role": list(columns)},
                                   LENS_METRICS)
     for ids, program_roles, (answer, counterfactual) in tqdm(list(zip(sequences, roles, answers)),

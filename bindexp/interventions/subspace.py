@@ -23,7 +23,6 @@ import torch
 from bindexp.errors import BindexpError
 from bindexp.models.forward import SharedPrefix, batch_forward, batches, pad_id_of
 from bindexp.models.loading import LoadedModel, ModelError
-from bindexp.models.sites import SiteMap
 from bindexp.stats import wilson_interval
 
 
@@ -90,12 +89,12 @@ def _layer_hook(lm: LoadedModel, layer: int, edit: Callable[[torch.Tensor], torc
             return (edit(args[0]),) + args[1:], kwargs
         return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
 
-    sites = SiteMap.of(lm.model, lm.family)
+    sites = lm.sites
     return sites.layer(lm.model, layer).register_forward_pre_hook(pre, with_kwargs=True)
 
 
 def _check(lm: LoadedModel, layer: int, pairs: Sequence[SitePair], start: int) -> None:
-    n_layers = SiteMap.of(lm.model, lm.family).n_layers
+    n_layers = lm.sites.n_layers
     if not 0 <= layer < n_layers:
         raise ModelError(f"layer must lie in 0..{n_layers - 1}, got {layer}")
     for p in pairs:
