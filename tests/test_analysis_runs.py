@@ -200,3 +200,16 @@ def test_one_program_reads_roles_inside_what_would_be_a_shared_prefix(tmp_path):
     outcome = run_lens(LensSettings(**{**SMALL, "num_programs": 1}, output_dir=str(tmp_path)))
     column = outcome.grid.labels["role"].index("chain1_lhs")
     assert np.isfinite(outcome.grid.mean["p_answer"][:, column]).all()
+
+
+def test_locate_skips_a_variable_without_usable_pairs_and_says_why(tmp_path, capsys):
+    """min_gap=1.0 on the random tiny model leaves no pair for any variable: each is skipped with
+    its reason, and with nothing left the run is one error naming them all."""
+    from bindexp.errors import ModelError
+    from bindexp.runs.locate import run_locate
+
+    settings = LocateSettings(**{**SMALL, "min_gap": 1.0}, output_dir=str(tmp_path), num_programs=4)
+    with pytest.raises(ModelError, match="no variable could be located: .*value.*min_gap"):
+        run_locate(settings)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert {line.split()[1] for line in warnings} >= {"value", "query"}

@@ -16,13 +16,14 @@ binding kind is the counterfactual's answer, checked pair by pair before any pat
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from bindexp.errors import InputError, TaskError
+from bindexp.errors import InputError, ModelError, TaskError
 from bindexp.interventions.grid import Grid
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.analysis import log_files, prepare, proportion_interval, save_figure, write_table
@@ -154,10 +155,15 @@ def run_locate(settings: LocateSettings, cache: ModelCache = MODEL_CACHE) -> Loc
         roles_of: dict[str, str | None] = {}
         declaration: list[dict[str, str]] = []
         files: list[Path] = []
-        looked_at = {}
+        looked_at, skipped = {}, {}
         for kind in kinds:
             per_kind = settings.model_copy(update={"counterfactual": kind})
-            pairs, looked_at[kind] = choose_pairs(lm, per_kind, shots)
+            try:
+                pairs, looked_at[kind] = choose_pairs(lm, per_kind, shots)
+            except ModelError as err:  # this kind has no usable pair: the others still count
+                skipped[kind] = str(err)
+                print(f"warning: {kind}: {err}", file=sys.stderr)
+                continue
             check_predictions(model, pairs)
             if not declaration:
                 declaration = model.table(pairs[0].original)
@@ -165,11 +171,18 @@ def run_locate(settings: LocateSettings, cache: ModelCache = MODEL_CACHE) -> Loc
                 folder = tracker.folder.analysis_grid(variable)
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / PAIRS_FILE).unlink(missing_ok=True)
-                grids[variable] = compute_grid(lm, per_kind, group, shots, folder).grid
+                try:
+                    grids[variable] = compute_grid(lm, per_kind, group, shots, folder).grid
+                except ModelError as err:  # e.g. every pair below min_gap
+                    skipped[variable] = str(err)
+                    print(f"warning: {variable} ({kind}): {err}", file=sys.stderr)
+                    continue
                 kind_of[variable] = kind
                 roles_of[variable] = model.variable(group[0].original, variable).role if variable != CONTROL else None
                 grids[variable].save(folder, per_kind.model_dump(mode="json"))
                 files += [folder / GRID_ARRAYS, folder / GRID_SIDECAR, folder / PAIRS_FILE]
+        if not grids:
+            raise ModelError("no variable could be located: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         cells = pd.concat([variable_cells(v, kind_of[v], g) for v, g in grids.items()], ignore_index=True)
         table = locate_table(cells, settings.iia_threshold, roles_of)
         files.append(write_table(tracker, "locate", table, LOCATE_FILE))
@@ -180,7 +193,7 @@ def run_locate(settings: LocateSettings, cache: ModelCache = MODEL_CACHE) -> Loc
         files.append(save_figure(tracker, "locate_iia", iia_panels(grids, f"{lm.name}: IIA per variable"),
                                  LOCATE_HEATMAP_FILE))
         summary = {"iia_threshold": settings.iia_threshold, "counterfactuals": kinds,
-                   "pairs_looked_at": looked_at,
+                   "pairs_looked_at": looked_at, "skipped": skipped,
                    "variables": {row["variable"]: {k: v for k, v in row.items() if k != "variable"}
                                  for row in table.astype(object).where(table.notna(), None).to_dict("records")}}
         tracker.write_summary(summary)
