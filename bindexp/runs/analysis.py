@@ -6,7 +6,6 @@ training curves through the run's Tracker and RunFolder.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,7 +17,6 @@ from bindexp.models.cache import ModelCache
 from bindexp.models.loading import LoadedModel, check_model_name
 from bindexp.runs.analysis_settings import AnalysisSettings
 from bindexp.runs.patch import candidate_pairs, check_layers, choose_pairs, patch_shots
-from bindexp.runs.naming import artifact_name
 from bindexp.runs.tracking import Tracker
 from bindexp.stats import wilson_interval
 from bindexp.tasks.counterfactuals import CounterfactualPair
@@ -75,26 +73,6 @@ def save_figure(tracker: Tracker, key: str, figure: Any, filename: str) -> Path:
     figure.savefig(path, dpi=110)
     tracker.log_image(key, path)
     return path
-
-
-def log_files(tracker: Tracker, kind: str, paths: Sequence[Path], metadata: dict[str, Any]) -> None:
-    """A version of the collection `<kind>-<model>` (named, aliased and described as
-    `Tracker.log_artifact` does) holding `paths` under their names relative to the run folder, so
-    grids/final/grid.json and grids/query_var/grid.json stay apart."""
-    if tracker.run is None:
-        return
-    try:
-        import wandb
-
-        full = {**tracker.settings, **tracker.extra, "job_type": tracker.job_type, "run_name": tracker.name,
-                **metadata}
-        artifact = wandb.Artifact(artifact_name(kind, tracker.settings, None), type=kind, metadata=full)
-        for path in paths:
-            artifact.add_file(str(path), name=Path(path).relative_to(tracker.out_dir).as_posix())
-        tracker.run.log_artifact(artifact, aliases=list(dict.fromkeys(tracker.artifact_aliases() + ["latest"])))
-    except Exception as err:  # noqa: BLE001 - W&B trouble must not end the run; the files are on disk
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"warning: W&B artifact {kind} not logged ({first})", file=sys.stderr)
 
 
 def write_pairs(path: Path, pairs: Sequence[Any]) -> Path:

@@ -26,7 +26,7 @@ from bindexp.interventions.attention import ATTENTION_METRIC, role_attention, ro
 from bindexp.interventions.exact import patch_cells
 from bindexp.interventions.grid import Grid
 from bindexp.models.cache import MODEL_CACHE, ModelCache
-from bindexp.runs.analysis import (head_panels, log_files, pairs_and_plan, prepare, save_figure, save_grid,
+from bindexp.runs.analysis import (head_panels, pairs_and_plan, prepare, save_figure, save_grid,
                                    sequences_and_roles, write_table)
 from bindexp.runs.analysis_settings import AttentionSettings
 from bindexp.runs.folder import ATTENTION_CELLS_FILE, ATTENTION_HEATMAP_FILE, ROUTING_FILE
@@ -113,7 +113,7 @@ def run_attention(settings: AttentionSettings, cache: ModelCache = MODEL_CACHE) 
                    "attn_implementation_loaded": loaded_with, "attention_read_with": "eager",
                    "switched_to_eager": loaded_with != "eager", "routing": _routing_summary(routing)}
         tracker.write_summary(summary)
-        log_files(tracker, "attention", files, metadata)
+        tracker.log_artifact("attention", files, metadata, keep_folders=True)
         return AttentionOutcome(grids, routing, summary, tracker.out_dir)
 
 

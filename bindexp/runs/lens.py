@@ -27,7 +27,7 @@ import numpy as np
 from bindexp.interventions.grid import Grid
 from bindexp.interventions.lens import role_lens
 from bindexp.models.cache import MODEL_CACHE, ModelCache
-from bindexp.runs.analysis import (log_files, pairs_and_plan, prepare, proportion_interval, save_figure, save_grid,
+from bindexp.runs.analysis import (pairs_and_plan, prepare, proportion_interval, save_figure, save_grid,
                                    sequences_and_roles, write_table)
 from bindexp.runs.analysis_settings import LensSettings
 from bindexp.runs.folder import HEATMAP_FILE, LENS_CELLS_FILE, LENS_CURVE_FILE
@@ -117,7 +117,7 @@ def run_lens(settings: LensSettings, cache: ModelCache = MODEL_CACHE) -> LensOut
                    "layer_axis": f"l < {last}: residual entering layer l; {last}: the last layer's output"}
         tracker.write_summary(summary)
         tracker.log_table("lens_final", _curve_frame(readable, grid.labels["layer"]))
-        log_files(tracker, "lens", files, metadata)
+        tracker.log_artifact("lens", files, metadata, keep_folders=True)
         return LensOutcome(grid, readable, summary, tracker.out_dir)
 
 

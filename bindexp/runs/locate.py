@@ -26,7 +26,7 @@ import pandas as pd
 from bindexp.errors import InputError, ModelError, TaskError
 from bindexp.interventions.grid import Grid
 from bindexp.models.cache import MODEL_CACHE, ModelCache
-from bindexp.runs.analysis import log_files, prepare, proportion_interval, save_figure, write_table
+from bindexp.runs.analysis import prepare, proportion_interval, save_figure, write_table
 from bindexp.runs.analysis_settings import LocateSettings
 from bindexp.runs.folder import (CAUSAL_MODEL_FILE, GRID_ARRAYS, GRID_SIDECAR, LOCATE_CELLS_FILE, LOCATE_FILE,
                                  LOCATE_HEATMAP_FILE, PAIRS_FILE)
@@ -197,5 +197,6 @@ def run_locate(settings: LocateSettings, cache: ModelCache = MODEL_CACHE) -> Loc
                    "variables": {row["variable"]: {k: v for k, v in row.items() if k != "variable"}
                                  for row in table.astype(object).where(table.notna(), None).to_dict("records")}}
         tracker.write_summary(summary)
-        log_files(tracker, "locate", [f for f in files if f.exists()], settings.model_dump(mode="json"))
+        tracker.log_artifact("locate", [f for f in files if f.exists()], settings.model_dump(mode="json"),
+                             keep_folders=True)
         return LocateOutcome(table, cells, grids, summary, tracker.out_dir)

@@ -29,7 +29,7 @@ from bindexp.interventions.pca_probe import PcaProbeResult, ProbeSettings, pca_p
 from bindexp.interventions.plan import GridPlan
 from bindexp.interventions.subspace import check_disjoint, site_pairs, split_pairs
 from bindexp.models.cache import MODEL_CACHE, ModelCache
-from bindexp.runs.analysis import log_files, pairs_and_plan, prepare, save_figure, write_pairs, write_table
+from bindexp.runs.analysis import pairs_and_plan, prepare, save_figure, write_pairs, write_table
 from bindexp.runs.analysis_settings import SubspaceSettings
 from bindexp.runs.folder import (DAS_CURVE_FILE, HELDOUT_PAIRS_FILE, PROBE_BASIS_FILE, ROTATIONS_FILE, SUBSPACE_FILE,
                                  TRAIN_PAIRS_FILE)
@@ -141,7 +141,7 @@ def run_subspace(settings: SubspaceSettings, cache: ModelCache = MODEL_CACHE) ->
         elif probe_error:
             summary["probe"] = {"error": probe_error}
         tracker.write_summary(summary)
-        log_files(tracker, "subspace", files, metadata)
+        tracker.log_artifact("subspace", files, metadata, keep_folders=True)
         return SubspaceOutcome(frame, result, probe, layer, summary, tracker.out_dir)
 
 

@@ -227,26 +227,43 @@ class Tracker:
         self._call(action)
 
     def log_artifact(self, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None, *,
-                     detail: str | None = None, aliases: tuple[str, ...] = ()) -> None:
+                     detail: str | None = None, aliases: tuple[str, ...] = (), keep_folders: bool = False) -> None:
         """A new version of the collection `<kind>-<model>[-<detail>]` (one collection per kind of
         result and model, so versions stack) holding `paths`. Aliases: what the run is (its name
         without job type and model, the task, the seed) plus `aliases` and `latest`. Metadata: the
-        settings, job type, run name, model info and provenance, plus `metadata`."""
+        settings, job type, run name, model info and provenance, plus `metadata`. keep_folders:
+        files keep their path relative to the run folder (two `grid.json` in different folders)."""
         if self.run is None:
             return
-        name = artifact_name(kind, self.settings, detail)
-        tags = self.artifact_aliases() + [slug(a) for a in aliases]
+        tags = self.artifact_aliases() + [slug(a) for a in aliases] + ["latest"]
         full = {**self.settings, **self.extra, "job_type": self.job_type, "run_name": self.name, **(metadata or {})}
+        self.log_named_artifact(artifact_name(kind, self.settings, detail), kind, paths, tags, full,
+                                relative_to=self.out_dir if keep_folders else None)
+
+    def log_named_artifact(self, name: str, kind: str, paths: list[Path], aliases: list[str],
+                           metadata: dict[str, Any], relative_to: Path | None = None) -> None:
+        """A version of the artifact `name` holding `paths` (a folder is added whole), with exactly
+        `aliases`. Files are named by their base name, or by their path below `relative_to`."""
+        if self.run is None:
+            return
 
         def action():
             import wandb
 
-            artifact = wandb.Artifact(name, type=kind, metadata=full)
-            for path in paths:
-                artifact.add_file(str(path))
-            self.run.log_artifact(artifact, aliases=list(dict.fromkeys(tags + ["latest"])))
+            artifact = wandb.Artifact(name, type=kind, metadata=metadata)
+            for path in map(Path, paths):
+                if path.is_dir():
+                    artifact.add_dir(str(path))
+                else:
+                    artifact.add_file(str(path), name=path.relative_to(relative_to).as_posix() if relative_to else None)
+            self.run.log_artifact(artifact, aliases=list(dict.fromkeys(aliases)))
 
         self._call(action)
+
+    def define_step(self, step: str) -> None:
+        """Every history key is plotted against `step` (e.g. `train/step`)."""
+        if self.run is not None:
+            self._call(lambda: (self.run.define_metric(step), self.run.define_metric("*", step_metric=step)))
 
     def artifact_aliases(self) -> list[str]:
         """The run's name without job type and model (e.g. `binding-h2-L6-resid_pre-exact-root_value-s0`),

@@ -87,20 +87,6 @@ def _check(settings: TrainSettings) -> tuple[DataSpec, Path | None]:
     return spec, _checkpoint_to_resume(settings)
 
 
-def _log_model_artifact(tracker: Tracker, name: str, folder: Path, aliases: list[str], metadata: dict) -> None:
-    if tracker.run is None:
-        return
-
-    def action():
-        import wandb
-
-        artifact = wandb.Artifact(name, type="model", metadata=metadata)
-        artifact.add_dir(str(folder))
-        tracker.run.log_artifact(artifact, aliases=aliases)
-
-    tracker._call(action)
-
-
 def run_train(settings: TrainSettings) -> TrainOutcome:
     """Train as one W&B run (job_type `train`); every file is also written locally."""
     spec, resume_from = _check(settings)
@@ -123,9 +109,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     amp_dtype = resolve_dtype(settings.dtype, device)
     label = tracker.run.id if tracker.run is not None else tracker.out_dir.name
     root = Path(settings.checkpoint_path()) if settings.checkpoint_dir else Path(settings.output_dir) / "checkpoints" / label
-    if tracker.run is not None:
-        tracker._call(lambda: (tracker.run.define_metric("train/step"),
-                               tracker.run.define_metric("*", step_metric="train/step")))
+    tracker.define_step("train/step")
 
     data = ProgramData(spec)
     tokenizer = program_tokenizer()
@@ -190,7 +174,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
             record_checkpoint(root, done, best=is_best, metric=metric, keep=settings.keep_checkpoints)
             if settings.log_artifacts:
                 aliases = ["latest", f"step-{done}"] + (["best"] if is_best else [])
-                _log_model_artifact(tracker, artifact_name, checkpoint, aliases, {"step": done, **history[-1]})
+                tracker.log_named_artifact(artifact_name, "model", [checkpoint], aliases, {"step": done, **history[-1]})
         if settings.stop_after is not None and done >= settings.stop_after and done < settings.steps:
             stopped = True
             print(f"stopped after step {done} without saving (stop_after={settings.stop_after})")
