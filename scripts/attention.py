@@ -22,7 +22,6 @@ def _run_and_print(settings: AttentionSettings) -> None:
     columns = ["destination", "source", "rank", "layer", "head", "attention"] + \
         (["head_patch_effect"] if "head_patch_effect" in outcome.routing else [])
     print(outcome.routing[outcome.routing["rank"] <= 3][columns].to_string(index=False, float_format="%.3f"))
-    print(f"results: {outcome.out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

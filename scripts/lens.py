@@ -23,7 +23,6 @@ def _run_and_print(settings: LensSettings) -> None:
         print(f"{layer:>6}{share:>13.3f}     [{low:.3f}, {high:.3f}]")
     print(f"answer readable (top-1 in > {readable['readable_threshold']:.0%} of programs from then on) from layer "
           f"{readable['readable_layer']} (range {readable['readable_layer_low']}..{readable['readable_layer_high']})")
-    print(f"results: {outcome.out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

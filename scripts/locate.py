@@ -20,7 +20,6 @@ def _run_and_print(settings: LocateSettings) -> None:
     columns = ["variable", "counterfactual", "pairs", "best_layer", "best_role", "iia", "iia_ci_low", "iia_ci_high",
                "where"]
     print(outcome.table[columns].to_string(index=False, float_format="%.3f"))
-    print(f"results: {outcome.out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ def _run_and_print(settings: SubspaceSettings) -> None:
           f"[{summary['resid_patch_iia_ci_low']:.3f}, {summary['resid_patch_iia_ci_high']:.3f}]")
     print(outcome.frame[["method", "k", "iia", "iia_ci_low", "iia_ci_high"]].to_string(index=False,
                                                                                         float_format="%.3f"))
-    print(f"results: {outcome.out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:
