@@ -1,6 +1,6 @@
 """Which heads read which role? Mean attention per layer x head from the final token and the query
-variable to each role, and the routing heads confirmed by head patching; one W&B run (job_type
-`attention`).
+variable to each role, and the routing heads confirmed by head patching and by knocking out their
+attention edge; one W&B run (job_type `attention`).
 
     python scripts/attention.py --model=smollm2-135m --hops=2 --seq_len=6 --shots=3 --num_programs=20
 
@@ -19,8 +19,8 @@ def _run_and_print(settings: AttentionSettings) -> None:
     summary = outcome.summary
     print(f"\nattention of {settings.model} over {summary['programs']} programs "
           f"(loaded with {summary['attn_implementation_loaded']} attention, read with eager):")
-    columns = ["destination", "source", "rank", "layer", "head", "attention"] + \
-        (["head_patch_effect"] if "head_patch_effect" in outcome.routing else [])
+    columns = ["destination", "source", "rank", "layer", "head", "attention"] + [
+        c for c in ("head_patch_effect", "knockout_logit_drop", "knockout_accuracy") if c in outcome.routing]
     print(outcome.routing[outcome.routing["rank"] <= 3][columns].to_string(index=False, float_format="%.3f"))
 
 

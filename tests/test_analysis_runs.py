@@ -59,6 +59,11 @@ def test_attention_script(tmp_path, monkeypatch, capsys):
     column = grid.labels["role"].index("root_value")
     assert float(top["attention"].iloc[0]) == pytest.approx(float(np.nanmax(grid.mean["attention"][:, column, :])))
     assert routing["head_patch_effect"].notna().all()  # every routing head was patched
+    assert (routing["knockout_n"] == 3).all()  # ... and its edge knocked out on every program
+    assert (routing["knockout_ci_low"] <= routing["knockout_logit_drop"]).all()
+    assert (routing["knockout_logit_drop"] <= routing["knockout_ci_high"]).all()
+    assert summary["routing"]["final"]["root_value"]["knockout_logit_drop"] == pytest.approx(
+        float(top["knockout_logit_drop"].iloc[0]))
     assert (files / "attention_final.png").exists() and (files / "attention_query_var.png").exists()
     assert _inspect(files)["summary"]["routing"]["final"]["root_value"]["head"] == summary["routing"]["final"]["root_value"]["head"]
 

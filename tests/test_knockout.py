@@ -76,3 +76,63 @@ def test_knockout_layer_subset_equals_rows_of_the_full_grid(tiny_llama):
     some = knockout_grid(tiny_llama, pairs, sources=["root_value"], window=2, layers=[2])
     assert some.labels["layer"] == [2]
     np.testing.assert_allclose(some.mean["p_drop"], full.mean["p_drop"][[2]], atol=1e-6)
+
+
+def _masked_by_hand(lm, ids, layer, head, destination, source):
+    """Plain torch: the layer's attention gets a per-head additive mask (causal, plus -inf on one
+    head's destination -> source entry) through a forward pre-hook; final logits."""
+    total, n_heads = len(ids), lm.model.config.num_attention_heads
+    minimum = torch.finfo(torch.float32).min
+    mask = torch.zeros(1, n_heads, total, total)
+    mask[..., torch.ones(total, total, dtype=torch.bool).triu(1)] = minimum
+    mask[0, head, destination, source] = minimum
+
+    def replace_mask(module, args, kwargs):
+        return args, {**kwargs, "attention_mask": mask}
+
+    handle = lm.model.model.layers[layer].self_attn.register_forward_pre_hook(replace_mask, with_kwargs=True)
+    try:
+        return _plain(lm, ids)
+    finally:
+        handle.remove()
+
+
+def test_one_head_knockout_equals_a_plain_torch_per_head_mask(item):
+    lm, it = item  # tiny llama and tiny qwen3 (4 query heads sharing 2 key/value heads)
+    final, root = it.roles["final"], it.roles["root_value"]
+    for layer, head in [(0, 0), (2, 3)]:
+        (ours,) = knockout_logits(lm, it, [{layer: [(final, root, head)]}])
+        torch.testing.assert_close(ours, _masked_by_hand(lm, it.ids, layer, head, final, root), atol=2e-5, rtol=0)
+        assert (ours - _plain(lm, it.ids)).abs().max() > 1e-6  # the edge carried something
+
+
+def test_blocking_an_edge_in_every_head_equals_blocking_it_in_the_layer(item):
+    lm, it = item
+    final, root = it.roles["final"], it.roles["root_value"]
+    every_head = {1: [(final, root, head) for head in range(lm.sites.n_heads)]}
+    one_head = {1: [(final, root, 0)]}
+    per_head, single = knockout_logits(lm, it, [every_head, one_head])
+    (layer_wide,) = knockout_logits(lm, it, [{1: [(final, root)]}])  # alone: a [rows, 1, q, k] mask
+    torch.testing.assert_close(per_head, layer_wide, atol=2e-5, rtol=0)
+    assert (single - layer_wide).abs().max() > 1e-6
+
+
+def test_head_edge_knockout_values_equal_single_knockouts(tiny_llama):
+    import numpy as np
+
+    from bindexp.interventions.knockout import head_edge_knockout
+    from bindexp.interventions.plan import plan_grid
+
+    plan = plan_grid(tiny_llama, make_pairs("root_value", 3, 6, 3, hops=2))
+    edges = [(1, 2, "final", "root_value"), (3, 0, "final", "chain2_lhs"), (0, 1, "query_var", "final")]
+    values = head_edge_knockout(plan, edges, cells_per_forward=1)  # one forward per edge
+    assert values["logit_drop"].shape == (3, 3)
+    assert np.isnan(values["logit_drop"][:, 2]).all()  # the final token comes after the query variable
+    for pi, it in enumerate(plan.tokenized):
+        blocks = [{1: [(it.roles["final"], it.roles["root_value"], 2)]}, {3: [(it.roles["final"], it.roles["chain2_lhs"], 0)]}]
+        clean, *knocked = knockout_logits(tiny_llama, it, [{}, *blocks])
+        for ei, row in enumerate(knocked):
+            drop = float(clean[it.answer.original] - row[it.answer.original])
+            assert values["logit_drop"][pi, ei] == pytest.approx(drop, abs=1e-5)
+            assert values["p_drop"][pi, ei] == pytest.approx(
+                float(torch.softmax(clean, -1)[it.answer.original] - torch.softmax(row, -1)[it.answer.original]), abs=1e-6)

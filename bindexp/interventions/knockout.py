@@ -3,7 +3,10 @@ layers, and measure what the answer loses.
 
 The block is a -inf entry in the attention mask handed to the chosen layers' attention (through
 nnsight), so the source's information cannot reach the destination along that edge; every other
-edge and layer is untouched. Needs eager or sdpa attention (flash attention takes no mask).
+edge and layer is untouched. An edge may name one head, `(destination, source, head)`: the mask
+then has a row per query head and only that head loses the edge (grouped-query models included:
+the mask is per query head whichever way the attention shares key/value heads). Needs eager or
+sdpa attention (flash attention takes no mask).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 
 KNOCKOUT_METRICS = ("p_drop", "logit_drop", "accuracy")
-Block = dict[int, list[tuple[int, int]]]  # layer -> [(destination, source)] token positions
+# layer -> [(destination, source)] or [(destination, source, head)] token positions (and query head)
+Block = dict[int, list[tuple[int, ...]]]
 
 
 def knockout_logits(lm: LoadedModel, item: TokenizedPair, blocks: Sequence[Block],
@@ -45,12 +49,15 @@ def knockout_logits(lm: LoadedModel, item: TokenizedPair, blocks: Sequence[Block
     minimum = torch.finfo(lm.dtype).min
     masks: dict[int, torch.Tensor] = {}
     for layer in sorted({layer for block in blocks for layer in block}):
-        allowed = causal.expand(rows, 1, -1, -1).clone()
+        per_head = any(len(edge) == 3 for block in blocks for edge in block.get(layer, []))
+        allowed = causal.expand(rows, sites.n_heads if per_head else 1, -1, -1).clone()
         for row, block in enumerate(blocks):
-            for destination, source in block.get(layer, []):
+            for destination, source, *head in block.get(layer, []):
                 if not start <= destination < total or not 0 <= source <= destination:
                     raise ModelError(f"cannot block {destination} -> {source}")
-                allowed[row, 0, destination - start, source] = False
+                if head and not 0 <= head[0] < sites.n_heads:
+                    raise ModelError(f"no head {head[0]} in a layer of {sites.n_heads} heads")
+                allowed[row, head[0] if head else slice(None), destination - start, source] = False
         masks[layer] = torch.zeros(allowed.shape, dtype=lm.dtype, device=lm.device).masked_fill(~allowed, minimum)
     with torch.no_grad():
         with lm.traced.trace(ids, position_ids=positions, past_key_values=cache, use_cache=prefix is not None,
@@ -62,6 +69,15 @@ def knockout_logits(lm: LoadedModel, item: TokenizedPair, blocks: Sequence[Block
                     attention.inputs = (args, {**kwargs, "attention_mask": masks[layer]})
             logits = lm.traced.output.logits.save()
     return logits[:, -1].float().cpu()
+
+
+def knockout_metrics(item: TokenizedPair, clean: torch.Tensor, knocked: torch.Tensor) -> dict[str, float]:
+    """What the answer loses from clean to knocked-out final logits (`KNOCKOUT_METRICS`)."""
+    answer, candidates = item.answer, torch.tensor(item.answer.candidates)
+    p = lambda logits: torch.softmax(logits, -1)[answer.original]  # noqa: E731
+    return {"p_drop": float(p(clean) - p(knocked)),
+            "logit_drop": float(clean[answer.original] - knocked[answer.original]),
+            "accuracy": float(candidates[knocked[candidates].argmax()] == answer.original)}
 
 
 def knockout_grid(
@@ -105,17 +121,43 @@ def knockout_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
         cells = [(li, si) for li in range(len(starts)) for si, source in enumerate(sources)
                  if source in where and where[source] <= dest]
         blocks = [{starts[li] + k: [(dest, where[sources[si]])] for k in range(window)} for li, si in cells]
-        clean = knockout_logits(lm, item, [{}], plan.prefix)[0]
-        batches = [knockout_logits(lm, item, blocks[at : at + options.cells_per_forward], plan.prefix)
-                   for at in range(0, len(blocks), options.cells_per_forward)]
         values = {m: np.full(accumulator.pairs.shape, np.nan) for m in KNOCKOUT_METRICS}
-        answer = item.answer
-        p_clean = torch.softmax(clean, -1)[answer.original]
-        candidates = torch.tensor(answer.candidates)
-        for (li, si), row in zip(cells, torch.cat(batches) if batches else []):
-            values["p_drop"][li, si] = float(p_clean - torch.softmax(row, -1)[answer.original])
-            values["logit_drop"][li, si] = float(clean[answer.original] - row[answer.original])
-            values["accuracy"][li, si] = float(candidates[row[candidates].argmax()] == answer.original)
+        for cell, metrics in zip(cells, knockout_drops(plan, item, blocks, options.cells_per_forward)):
+            for metric, value in metrics.items():
+                values[metric][cell] = value
         accumulator.add(values)
     return MethodResult(accumulator.grid(info={"method": "knockout", "destination": destination, "window": window,
                                                "pairs": len(plan.tokenized), "dropped": plan.dropped}))
+
+
+HeadEdge = tuple[int, int, str, str]  # layer, head, destination role, source role
+
+
+def head_edge_knockout(plan: GridPlan, edges: Sequence[HeadEdge], cells_per_forward: int = 32) -> dict[str, np.ndarray]:
+    """Block one head's attention from a destination role to a source role, edge by edge, on every
+    pair's original prompt: per metric (`KNOCKOUT_METRICS`) an array [pairs, edges]; NaN where a
+    role is missing, the source comes after the destination, or the destination lies in the shared
+    prefix (its row is never recomputed)."""
+    values = {m: np.full((len(plan.tokenized), len(edges)), np.nan) for m in KNOCKOUT_METRICS}
+    start = plan.prefix.length if plan.prefix else 0
+    for pi, item in enumerate(plan.tokenized):
+        roles = item.roles
+        usable = [ei for ei, (_, _, dest, source) in enumerate(edges)
+                  if dest in roles and source in roles and start <= roles[dest] and roles[source] <= roles[dest]]
+        blocks = [{edges[ei][0]: [(roles[edges[ei][2]], roles[edges[ei][3]], edges[ei][1])]} for ei in usable]
+        for ei, metrics in zip(usable, knockout_drops(plan, item, blocks, cells_per_forward)):
+            for metric, value in metrics.items():
+                values[metric][pi, ei] = value
+    return values
+
+
+def knockout_drops(plan: GridPlan, item: TokenizedPair, blocks: Sequence[Block],
+                   cells_per_forward: int) -> list[dict[str, float]]:
+    """`knockout_metrics` of each block against the clean prompt, `cells_per_forward` blocks per
+    forward (none run when there is no block)."""
+    if not blocks:
+        return []
+    clean = knockout_logits(plan.lm, item, [{}], plan.prefix)[0]
+    knocked = torch.cat([knockout_logits(plan.lm, item, blocks[at : at + cells_per_forward], plan.prefix)
+                         for at in range(0, len(blocks), cells_per_forward)])
+    return [knockout_metrics(item, clean, row) for row in knocked]

@@ -27,14 +27,16 @@ class AnalysisSettings(PatchSettings):
 
 class AttentionSettings(AnalysisSettings):
     """`scripts/attention.py`: mean attention per layer x head from destination tokens to each role,
-    the routing heads, confirmed by patching their output (the exact method's `head` site)."""
+    the routing heads, confirmed by patching their output (the exact method's `head` site) and by
+    knocking out their attention edge."""
 
     destinations: StrList = Field(["final", "query_var"], description="tokens whose attention is read")
     routing_sources: StrList | None = Field(None, description="roles the routing table ranks heads for "
                                                               "(None: the chain's roles, one per hop)")
     top_k: int = Field(5, ge=1, description="routing heads per (destination, source)")
-    confirm: Literal["head", "none"] = Field("head", description="head: patch each routing head's output at "
-                                                                 "its destination with the counterfactual's")
+    confirm: Literal["head", "knockout", "both", "none"] = Field(
+        "both", description="head: patch each routing head's output at its destination with the "
+                            "counterfactual's; knockout: block that head's edge destination -> source")
 
     @field_validator("routing_sources", mode="before")
     @classmethod

@@ -6,9 +6,10 @@
 Programs: the originals of the patch runner's pairs (systematic, answered right on both sides by
 default). Per destination (final, query_var): mean attention per layer x head to each role, with
 95% intervals over programs. Routing table: per destination and source role (one per hop of the
-chain), the top-k heads by mean attention, each confirmed by patching that head's output at the
-destination with the counterfactual run's (exact method, `head` site): its normalized effect and
-IIA over the same pairs. Weights need eager attention; a model loaded with another implementation
+chain), the top-k heads by mean attention, each confirmed two ways over the same pairs: patching
+that head's output at the destination with the counterfactual run's (exact method, `head` site:
+normalized effect and IIA), and knocking out that one head's attention edge from the destination
+to the source (the answer's logit drop with its 95% interval, and the accuracy left). Weights need eager attention; a model loaded with another implementation
 is switched to eager for these forwards only, and the summary says so.
 """
 
@@ -22,21 +23,25 @@ from typing import Any
 import pandas as pd
 
 from bindexp.errors import InputError
-from bindexp.interventions.attention import ATTENTION_METRIC, role_attention, routing_heads
+from bindexp.interventions.attention import ATTENTION_METRIC, eager_attention, role_attention, routing_heads
 from bindexp.interventions.exact import patch_cells
 from bindexp.interventions.grid import Grid
+from bindexp.interventions.knockout import head_edge_knockout
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.analysis import (head_panels, pairs_and_plan, prepare, save_figure, save_grid,
                                    sequences_and_roles, write_table)
 from bindexp.runs.analysis_settings import AttentionSettings
 from bindexp.runs.folder import ATTENTION_CELLS_FILE, ATTENTION_HEATMAP_FILE, ROUTING_FILE
 from bindexp.runs.tracking import Tracker
+from bindexp.stats import sample_interval
 
 
 @dataclasses.dataclass
 class AttentionOutcome:
     grids: dict[str, Grid]  # destination -> axes ("layer", "role", "head"), metric "attention"
-    routing: pd.DataFrame  # destination, source, hop, rank, layer, head, attention (+ CI), head-patch effect
+    # destination, source, hop, rank, layer, head, attention (+ CI, n); head_patch_effect, head_patch_iia;
+    # knockout_logit_drop (+ knockout_ci_low, knockout_ci_high, knockout_n), knockout_accuracy
+    routing: pd.DataFrame
     summary: dict[str, Any]
     out_dir: Path
 
@@ -83,6 +88,22 @@ def confirm_by_head_patching(plan, routing: pd.DataFrame, settings: AttentionSet
     return routing.assign(head_patch_effect=effect, head_patch_iia=iia)
 
 
+def confirm_by_knockout(plan, routing: pd.DataFrame, settings: AttentionSettings) -> pd.DataFrame:
+    """Each routing head's edge destination -> source blocked in that head alone: the answer's
+    logit drop (mean, 95% t interval over pairs) and the accuracy left among the candidates."""
+    edges = [(int(r.layer), int(r.head), r.destination, r.source) for r in routing.itertuples()]
+    implementation = getattr(plan.lm.model.config, "_attn_implementation", None)
+    if implementation in ("eager", "sdpa"):
+        values = head_edge_knockout(plan, edges, cells_per_forward=settings.batch_size)
+    else:  # flash attention takes no mask: knock out under eager, as the weights were read
+        with eager_attention(plan.lm.model):
+            values = head_edge_knockout(plan, edges, cells_per_forward=settings.batch_size)
+    drop, low, high, count = sample_interval(values["logit_drop"], axis=0)
+    accuracy = sample_interval(values["accuracy"], axis=0)[0]
+    return routing.assign(knockout_logit_drop=drop, knockout_ci_low=low, knockout_ci_high=high,
+                          knockout_accuracy=accuracy, knockout_n=count.astype(int))
+
+
 def run_attention(settings: AttentionSettings, cache: ModelCache = MODEL_CACHE) -> AttentionOutcome:
     lm, shots = prepare(settings, cache)
     loaded_with = getattr(lm.model.config, "_attn_implementation", None)
@@ -96,8 +117,10 @@ def run_attention(settings: AttentionSettings, cache: ModelCache = MODEL_CACHE) 
         grids = role_attention(lm, sequences, roles, settings.destinations, plan.labels, prefix=plan.prefix,
                                progress=settings.progress)
         routing = routing_table(grids, routing_sources(settings, plan.labels), settings.top_k)
-        if settings.confirm == "head" and not routing.empty:
+        if settings.confirm in ("head", "both") and not routing.empty:
             routing = confirm_by_head_patching(plan, routing, settings)
+        if settings.confirm in ("knockout", "both") and not routing.empty:
+            routing = confirm_by_knockout(plan, routing, settings)
         metadata = settings.model_dump(mode="json")
         files = []
         for destination, grid in grids.items():
@@ -118,11 +141,13 @@ def run_attention(settings: AttentionSettings, cache: ModelCache = MODEL_CACHE) 
 
 
 def _routing_summary(routing: pd.DataFrame) -> dict[str, Any]:
-    """destination -> source -> the top head ("layer.head"), its attention and head-patch effect."""
+    """destination -> source -> the top head ("layer.head"), its attention, head-patch effect and
+    knockout logit drop (those that were measured)."""
     out: dict[str, Any] = {}
     for row in routing[routing["rank"] == 1].to_dict("records"):
         entry = {"head": f"{row['layer']}.{row['head']}", "attention": row["attention"]}
-        if "head_patch_effect" in row:
-            entry["head_patch_effect"] = None if pd.isna(row["head_patch_effect"]) else row["head_patch_effect"]
+        for key in ("head_patch_effect", "knockout_logit_drop"):
+            if key in row:
+                entry[key] = None if pd.isna(row[key]) else row[key]
         out.setdefault(row["destination"], {})[row["source"]] = entry
     return out
