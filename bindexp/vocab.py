@@ -31,3 +31,7 @@ GridColumns = Literal["roles", "all"]  # a patch grid's columns: token roles or 
 GRID_COLUMNS: tuple[str, ...] = get_args(GridColumns)
 
 DIGITS: tuple[str, ...] = tuple(str(d) for d in range(10))  # candidate answers of digit-valued tasks
+
+# The x-axis of every history row of a training run (the W&B `define_metric` step), also the step
+# axis of analyses over its checkpoints.
+STEP_KEY = "train/step"

@@ -61,7 +61,8 @@ def test_paths_of_a_run_folder(tmp_path):
     folder = RunFolder(tmp_path)
     names = {folder.config: "config.json", folder.results: "results.jsonl", folder.summary: "summary.json",
              folder.grid_arrays: "grid.safetensors", folder.grid_sidecar: "grid.json", folder.pairs: "pairs.jsonl",
-             folder.heatmap: "heatmap.png", folder.accuracy_plot: "accuracy.png", folder.error: "error.json"}
+             folder.heatmap: "heatmap.png", folder.accuracy_plot: "accuracy.png", folder.error: "error.json",
+             folder.training_plot: "training.png"}
     assert all(path == tmp_path / name for path, name in names.items())
     assert not folder.is_run() and folder.job_type is None and folder.settings() is None
 

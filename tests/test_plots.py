@@ -98,3 +98,34 @@ def test_one_hops_value_gives_one_integer_tick(tmp_path):
     plot_accuracy(ax, accuracy_table(RESULTS[RESULTS["hops"] == 2], ["hops"]), "hops")
     integer_ticks(ax, [2, 2])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2"]
+
+
+def test_training_plot_has_a_panel_per_group_the_loss_on_a_log_scale_and_the_phase_lines():
+    from bindexp.runs.plots import plot_training
+
+    history = [{"train/step": step, "validation/accuracy": acc, "validation/accuracy_heuristic_wrong": acc / 2,
+                "validation/accuracy_hops1": acc, "validation/accuracy_hops2": acc, "heldout/accuracy": acc,
+                "longer_len12/accuracy": acc / 3} for step, acc in [(100, 0.1), (200, 0.6), (300, 1.0)]]
+    history += [{"train/step": step, "train/loss": 2.0 / step} for step in (10, 20, 300)]
+    figure = plot_training(history, 0.55, {"past_heuristic_step": 200, "systematic_step": None}, "a title")
+    validation, hops, general, loss = figure.axes
+    assert [line.get_label() for line in validation.get_lines()][:2] == [
+        "validation/accuracy", "validation/accuracy_heuristic_wrong"]
+    assert list(validation.get_lines()[0].get_xdata()) == [100, 200, 300]
+    assert not any("hops" in line.get_label() for line in validation.get_lines())
+    assert {line.get_label() for line in hops.get_lines()} >= {"validation/accuracy_hops1", "validation/accuracy_hops2"}
+    assert {line.get_label() for line in general.get_lines()} >= {"heldout/accuracy", "longer_len12/accuracy"}
+    assert loss.get_yscale() == "log" and list(loss.get_lines()[0].get_xdata()) == [10, 20, 300]
+    plateau = [line for line in validation.get_lines() if line.get_linestyle() == ":"]
+    assert len(plateau) == 1 and list(plateau[0].get_ydata()) == [0.55, 0.55]
+    for ax in figure.axes:  # one dashed line at step 200 on every panel; none for the phase not reached
+        dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert [list(line.get_xdata()) for line in dashed] == [[200, 200]]
+
+
+def test_training_plot_leaves_out_groups_without_keys():
+    from bindexp.runs.plots import plot_training
+
+    history = [{"train/step": 10, "validation/accuracy": 0.5, "validation/accuracy_hops1": 0.5}]
+    figure = plot_training(history, None, {"past_heuristic_step": None, "systematic_step": None})
+    assert [ax.get_ylabel() for ax in figure.axes] == ["validation\naccuracy", "by hops\naccuracy", "training loss"]

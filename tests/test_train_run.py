@@ -167,6 +167,14 @@ def test_a_few_hundred_steps_learn_a_trivial_task(tmp_path, monkeypatch, capsys)
     assert summary["heuristic_plateau"] == 1.0  # every 2-line answer is a line-1 or line-2 constant
     assert summary["systematic_step"] is None and summary["completed"] is True
     assert summary["checkpoint"].endswith("step-000200") and "wandb sync" in printed
+    # the final test accuracy with its n and a 95% Wilson interval (score interval, by hand)
+    n, p = summary["test/accuracy_n"], summary["test/accuracy"]
+    assert n == 100 and sum(summary[f"test/accuracy_hops{h}_n"] for h in [2]) == 100
+    z = 1.959963984540054
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    assert summary["test/accuracy_ci_low"] == pytest.approx(min(p, centre - half), abs=1e-9)
+    assert summary["test/accuracy_ci_high"] == pytest.approx(max(p, min(1.0, centre + half)), abs=1e-9)
+    assert (files / "training.png").stat().st_size > 10_000
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):

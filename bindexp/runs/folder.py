@@ -36,6 +36,7 @@ ATP_VERIFY_FILE = "atp_verify.csv"  # patch with method=atp and verify_top_k
 ROBUST_FILE = "robust_programs.jsonl"  # robust: one program per line
 ROBUST_META_SUFFIX = ".meta.json"  # robust: the sidecar of a programs file, <name>.meta.json
 OVER_TRAINING_TABLE_FILE = "over_training.csv"  # over_training: step, role, layer, metric, value, ci_low, ci_high, n
+TRAINING_PLOT_FILE = "training.png"  # train: the history (accuracies, loss) against the step, phase lines
 OVER_TRAINING_PLOT_FILE = "over_training.png"  # over_training: the metric against the training step per role
 CHECKPOINT_RUNS_DIR = "checkpoint_runs"  # over_training: one patch run folder per checkpoint, step-NNNNNN/
 # the analysis jobs (attention, lens, subspace, locate): grids in grids/<name>/, tables as CSV
@@ -114,6 +115,10 @@ class RunFolder:
     @property
     def over_training_table(self) -> Path:
         return self.path / OVER_TRAINING_TABLE_FILE
+
+    @property
+    def training_plot(self) -> Path:
+        return self.path / TRAINING_PLOT_FILE
 
     @property
     def over_training_plot(self) -> Path:

@@ -34,10 +34,10 @@ from bindexp.runs.settings import PatchSettings, StrList
 from bindexp.runs.tracking import Tracker, input_digest
 from bindexp.tasks.registry import get_task
 from bindexp.training.checkpoint import INDEX_FILE, TRAINER_DIR, step_name
+from bindexp.vocab import STEP_KEY
 
 ALIASES = ("latest", "best")
 TRAINING_PROGRAM_FIELDS = ("seq_len", "spacing", "distractor_chains", "max_distractor_depth")
-STEP_KEY = "train/step"  # the x-axis of every history key of this run, as in the training run
 TRAINING_CURVES = ("validation/accuracy", "validation/accuracy_heuristic_wrong", "heldout/accuracy")
 
 
@@ -281,7 +281,7 @@ def _title(settings: OverTrainingSettings, metric: str) -> str:
 def plot_over_training(per_step: dict[int, dict], metric: str, training: TrainingRecord, title: str = ""):
     """The metric (best over layers) against the training step, one line per role; below it the
     training run's accuracy; dashed vertical lines at the phase boundaries found."""
-    from bindexp.runs.plots import new_figure
+    from bindexp.runs.plots import mark_phases, new_figure, plot_training_curves
 
     panels = 2 if training.history else 1
     figure = new_figure(9, 3.6 * panels + 0.6)
@@ -295,20 +295,9 @@ def plot_over_training(per_step: dict[int, dict], metric: str, training: Trainin
     axes[0].set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)
     axes[0].legend(fontsize=7, ncol=2, loc="best")
     if training.history:
-        for key in TRAINING_CURVES:
-            points = [(row[STEP_KEY], row[key]) for row in training.history if key in row]
-            if points:
-                axes[1].plot(*zip(*points), label=key)
-        if training.heuristic_plateau is not None:
-            axes[1].axhline(training.heuristic_plateau, color="grey", linestyle=":", label="heuristic plateau")
-        axes[1].set(ylabel="training accuracy", ylim=(-0.02, 1.02))
-        axes[1].legend(fontsize=7, loc="best")
-    for name, step in training.boundaries.items():
-        if step is not None:
-            for ax in axes:
-                ax.axvline(step, color="black", linestyle="--", linewidth=1)
-            axes[0].annotate(name.removesuffix("_step").replace("_", " "), (step, 1), xycoords=("data", "axes fraction"),
-                             rotation=90, va="top", ha="right", fontsize=7)
+        plot_training_curves(axes[1], training.history, TRAINING_CURVES, training.heuristic_plateau)
+        axes[1].set(ylabel="training accuracy")
+    mark_phases(axes, training.boundaries)
     axes[-1].set_xlabel("training step")
     figure.tight_layout()
     return figure

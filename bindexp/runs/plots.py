@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from bindexp.runs.reporting import accuracy_table, value_text
+from bindexp.vocab import STEP_KEY
 
 
 def new_figure(width: float, height: float):
@@ -91,3 +92,62 @@ def save_accuracy_plot(results: pd.DataFrame, path: Path, title: str = "", *, ta
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return path
+
+
+def plot_training_curves(ax: Any, history: list[dict[str, Any]], keys: Any, plateau: float | None = None) -> None:
+    """Each history key present in `keys` against the training step (`STEP_KEY`); the heuristic
+    plateau as a dotted line."""
+    for key in keys:
+        points = [(row[STEP_KEY], row[key]) for row in history if key in row]
+        if points:
+            ax.plot(*zip(*points), label=key, linewidth=1.2)
+    if plateau is not None:
+        ax.axhline(plateau, color="grey", linestyle=":", label=f"heuristic plateau ({plateau:.2f})")
+    ax.set(ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=7, loc="best")
+
+
+def mark_phases(axes: Any, boundaries: dict[str, int | None]) -> None:
+    """Dashed vertical lines at the phase boundaries found (`past_heuristic_step`, `systematic_step`),
+    named on the first axes."""
+    for name, step in boundaries.items():
+        if step is None:
+            continue
+        for ax in axes:
+            ax.axvline(step, color="black", linestyle="--", linewidth=1)
+        axes[0].annotate(name.removesuffix("_step").replace("_", " "), (step, 1), xycoords=("data", "axes fraction"),
+                         rotation=90, va="top", ha="right", fontsize=7)
+
+
+def training_history_keys(history: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The accuracy keys of a training history, grouped for plotting: validation overall and by
+    heuristic label, by hops, and the generalisation sets (held-out pairs, longer, more hops)."""
+    keys = list(dict.fromkeys(key for row in history for key in row
+                              if "/accuracy" in key and not key.endswith(("_ci_low", "_ci_high", "_n"))))
+    validation = [k for k in keys if k.startswith("validation/") and "hops" not in k]
+    return {"validation": validation,
+            "by hops": [k for k in keys if k.startswith("validation/accuracy_hops")],
+            "generalisation": [k for k in keys if not k.startswith(("validation/", "test/"))]}
+
+
+def plot_training(history: list[dict[str, Any]], plateau: float | None, boundaries: dict[str, int | None],
+                  title: str = ""):
+    """A training run's history: validation accuracy (overall, heuristic-right, heuristic-wrong),
+    validation accuracy by hops, the generalisation sets' accuracy, and the training loss (log
+    scale), against the training step; phase boundaries dashed."""
+    groups = {name: keys for name, keys in training_history_keys(history).items() if keys}
+    figure = new_figure(9, 2.6 * (len(groups) + 1) + 0.6)
+    axes = figure.subplots(len(groups) + 1, 1, sharex=True)
+    for ax, (name, keys) in zip(axes, groups.items()):
+        plot_training_curves(ax, history, keys, plateau if name == "validation" else None)
+        ax.set_ylabel(f"{name}\naccuracy")
+    losses = [(row[STEP_KEY], row["train/loss"]) for row in history if "train/loss" in row]
+    axes[-1].set_ylabel("training loss")
+    if losses:
+        axes[-1].plot(*zip(*losses), color="black", linewidth=0.8, label="train/loss")
+        axes[-1].set_yscale("log")
+    mark_phases(axes, boundaries)
+    axes[0].set_title(title, fontsize=10)
+    axes[-1].set_xlabel("training step")
+    figure.tight_layout()
+    return figure

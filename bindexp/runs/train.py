@@ -23,6 +23,7 @@ from bindexp.runs.train_settings import TrainSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.tasks.program import TaskError
 from bindexp.training.data import DataSpec, ProgramData
+from bindexp.vocab import STEP_KEY
 
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.jsonl"
@@ -109,7 +110,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     amp_dtype = resolve_dtype(settings.dtype, device)
     label = tracker.run.id if tracker.run is not None else tracker.out_dir.name
     root = Path(settings.checkpoint_path()) if settings.checkpoint_dir else Path(settings.output_dir) / "checkpoints" / label
-    tracker.define_step("train/step")
+    tracker.define_step(STEP_KEY)
 
     data = ProgramData(spec)
     tokenizer = program_tokenizer()
@@ -124,11 +125,12 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     optimizer, scheduler = make_optimizer(model, optim)
     torch.manual_seed(settings.seed)  # the dropout stream; restored exactly on resume
 
-    start, history, best = 0, [], None
+    start, history, losses, best = 0, [], [], None
     artifact_name = f"model-{settings.run_name or label}"
     if resume_from is not None:
         state = load_trainer_state(resume_from, model, optimizer, scheduler)
         start, history, best = state["step"], state["history"], state.get("best_metric")
+        losses = state.get("losses", [])
         artifact_name = state.get("artifact_name", artifact_name)
         print(f"resuming from {resume_from} (step {start})")
     plateau = heuristic_plateau(data.eval_sets["validation"])
@@ -154,13 +156,14 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
         done = step + 1
         bar.update(1)
         if done % settings.log_every == 0 or done == settings.steps:
-            record({"train/step": done, "train/loss": float(loss_sum) / loss_n, "train/lr": scheduler.get_last_lr()[0],
-                    "train/tokens": done * batch.n_tokens})
+            losses.append({STEP_KEY: done, "train/loss": float(loss_sum) / loss_n, "train/lr": scheduler.get_last_lr()[0],
+                           "train/tokens": done * batch.n_tokens})
+            record(losses[-1])
             loss_sum.zero_()
             loss_n = 0
         at_checkpoint = done % settings.checkpoint_every == 0 or done == settings.steps
         if done % settings.eval_every == 0 or at_checkpoint:
-            row = {"train/step": done, **evaluate_sets(model, tokenizer, data.eval_sets, settings.eval_batch_size)}
+            row = {STEP_KEY: done, **evaluate_sets(model, tokenizer, data.eval_sets, settings.eval_batch_size)}
             history.append(row)
             record(row)
             bar.set_postfix(accuracy=f"{row['validation/accuracy']:.3f}")
@@ -169,7 +172,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
             is_best = best is None or metric > best
             best = metric if is_best else best
             checkpoint = save_checkpoint(root, done, model, tokenizer, optimizer, scheduler, {
-                "settings": settings.model_dump(mode="json"), "history": history, "best_metric": best,
+                "settings": settings.model_dump(mode="json"), "history": history, "losses": losses, "best_metric": best,
                 "artifact_name": artifact_name, "heuristic_plateau": plateau, "run_folder": str(tracker.out_dir.resolve())})
             record_checkpoint(root, done, best=is_best, metric=metric, keep=settings.keep_checkpoints)
             if settings.log_artifacts:
@@ -183,12 +186,27 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
 
     summary = _summary(settings, history, plateau, done, stopped, root, n_parameters(model))
     if not stopped:
-        summary.update(evaluate_sets(model, tokenizer, data.eval_sets, settings.eval_batch_size, names=["test"]))
-        summary.update({k: v for k, v in history[-1].items() if k != "train/step"} if history else {})
+        summary.update(evaluate_sets(model, tokenizer, data.eval_sets, settings.eval_batch_size, names=["test"],
+                                     intervals=True))
+        summary.update({k: v for k, v in history[-1].items() if k != STEP_KEY} if history else {})
     tracker.write_json(SUMMARY_FILE, summary)
     tracker.set_summary(summary)
+    if history:
+        save_training_plot(tracker, history + losses, plateau, summary, settings)
     print(_describe(summary))
     return TrainOutcome(summary, history, tracker.out_dir, root, checkpoint, tracker.run_dir)
+
+
+def save_training_plot(tracker: Tracker, history: list[dict], plateau: float, summary: dict[str, Any],
+                       settings: TrainSettings) -> None:
+    """The run's history (across resumptions) as `training.png` in its folder, and as a W&B image."""
+    from bindexp.runs.plots import plot_training
+
+    boundaries = {key: summary[key] for key in ("past_heuristic_step", "systematic_step")}
+    title = (f"{settings.model} {settings.n_layers}L d{settings.d_model} ({summary['n_params'] / 1e6:.2f}M params), "
+             f"{settings.seq_len}-line programs, hops {settings.hops}; {settings.n_eval} programs per set")
+    plot_training(history, plateau, boundaries, title).savefig(tracker.folder.training_plot, dpi=110)
+    tracker.log_image("training", tracker.folder.training_plot)
 
 
 def _summary(settings: TrainSettings, history: list[dict], plateau: float, done: int, stopped: bool,

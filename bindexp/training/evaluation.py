@@ -22,8 +22,10 @@ import torch
 
 from bindexp.models.loading import LoadedModel
 from bindexp.models.scoring import score_candidates
+from bindexp.stats import wilson_interval
 from bindexp.tasks.program import Program
 from bindexp.tasks.registry import DIGITS
+from bindexp.vocab import STEP_KEY
 
 SYSTEMATIC_THRESHOLD = 0.99
 
@@ -33,27 +35,34 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def set_metrics(lm: LoadedModel, name: str, programs: Sequence[Program], batch_size: int,
-                detailed: bool) -> dict[str, float]:
-    """Accuracy (and, if `detailed`, loss, accuracy by hops and by heuristic label) on one set."""
+                detailed: bool, intervals: bool = False) -> dict[str, float | int]:
+    """Accuracy (and, if `detailed`, loss, accuracy by hops and by heuristic label) on one set;
+    with `intervals`, each accuracy's 95% Wilson bounds (`<key>_ci_low`, `<key>_ci_high`) and its
+    number of programs (`<key>_n`)."""
     scores = score_candidates(lm, [p.text for p in programs], [p.answer for p in programs], DIGITS,
                               batch_size=batch_size, reuse_prefix=False)
-    metrics = {f"{name}/accuracy": _mean([s.correct for s in scores])}
-    if not detailed:
-        return metrics
-    metrics[f"{name}/loss"] = _mean([-math.log(max(s.p_answer, 1e-30)) for s in scores])
-    for hops in sorted({p.meta["hops"] for p in programs}):
-        metrics[f"{name}/accuracy_hops{hops}"] = _mean(
-            [s.correct for s, p in zip(scores, programs) if p.meta["hops"] == hops])
-    for label, wanted in (("right", True), ("wrong", False)):
-        metrics[f"{name}/accuracy_heuristic_{label}"] = _mean(
-            [s.correct for s, p in zip(scores, programs) if p.meta["heuristic"] == wanted])
+    groups = {f"{name}/accuracy": [s.correct for s in scores]}
+    metrics: dict[str, float] = {}
+    if detailed:
+        metrics[f"{name}/loss"] = _mean([-math.log(max(s.p_answer, 1e-30)) for s in scores])
+        for hops in sorted({p.meta["hops"] for p in programs}):
+            groups[f"{name}/accuracy_hops{hops}"] = [s.correct for s, p in zip(scores, programs) if p.meta["hops"] == hops]
+        for label, wanted in (("right", True), ("wrong", False)):
+            groups[f"{name}/accuracy_heuristic_{label}"] = [
+                s.correct for s, p in zip(scores, programs) if p.meta["heuristic"] == wanted]
+    for key, correct in groups.items():
+        metrics[key] = _mean(correct)
+        if intervals:
+            metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = wilson_interval(sum(correct), len(correct))
+            metrics[f"{key}_n"] = len(correct)
     return metrics
 
 
 def evaluate_sets(model: Any, tokenizer: Any, eval_sets: dict[str, list[Program]], batch_size: int,
-                  names: Sequence[str] | None = None) -> dict[str, float]:
+                  names: Sequence[str] | None = None, intervals: bool = False) -> dict[str, float]:
     """Metrics of `model` on the named sets (default: all but `test`), in eval mode, leaving the
-    global RNG state exactly as it was (so evaluating never changes training)."""
+    global RNG state exactly as it was (so evaluating never changes training); `intervals`: see
+    `set_metrics`."""
     lm = LoadedModel("training", model, tokenizer, "in-training", model.config.model_type)
     chosen = [n for n in eval_sets if n != "test"] if names is None else list(names)
     was_training = model.training
@@ -64,7 +73,7 @@ def evaluate_sets(model: Any, tokenizer: Any, eval_sets: dict[str, list[Program]
             metrics: dict[str, float] = {}
             for name in chosen:
                 detailed = name in ("validation", "test")
-                metrics.update(set_metrics(lm, name, eval_sets[name], batch_size, detailed))
+                metrics.update(set_metrics(lm, name, eval_sets[name], batch_size, detailed, intervals))
     finally:
         model.train(was_training)
     return metrics
@@ -79,7 +88,7 @@ def phase_boundaries(history: Sequence[dict[str, Any]], plateau: float) -> dict[
     """First evaluation steps past the heuristic plateau and past 0.99 systematic accuracy."""
 
     def first(condition) -> int | None:
-        return next((int(row["train/step"]) for row in history if condition(row)), None)
+        return next((int(row[STEP_KEY]) for row in history if condition(row)), None)
 
     return {
         "past_heuristic_step": first(lambda r: r.get("validation/accuracy", 0.0) > plateau),
