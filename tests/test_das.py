@@ -189,3 +189,21 @@ def test_rotations_save_as_safetensors(tmp_path, tiny_llama):
     assert [a.n for a in result.train] == [3, 3]
     with pytest.raises(BindexpError, match="every k must lie in 1..64"):
         das(tiny_llama, 1, pairs[:3], pairs[3:], ks=[65])
+
+
+@pytest.mark.parametrize("layer", [1, 3])
+def test_the_subspace_runs_whole_residual_iia_is_read_at_its_layer(tiny_llama, layer):
+    """The run's reference (the whole residual patched at the DAS site) is the grid cell at `layer`,
+    not the grid's first row: equal to patching that one cell pair by pair."""
+    from bindexp.interventions.plan import plan_grid
+    from bindexp.runs.subspace import resid_patch_hits
+
+    plan = plan_grid(tiny_llama, make_pairs("root_value", 24, 6, 7, hops=2), prefix_until="columns")
+    hits, n = resid_patch_hits(plan, "final", layer, batch_size=8)
+    prepared = prepare_pairs(tiny_llama, "resid_pre", plan.tokenized)
+    cells = [Cell(i, layer, (t.roles["final"],)) for i, t in enumerate(plan.tokenized)]
+    rows = patched_logits(tiny_llama, "resid_pre", prepared, cells)
+    expected = sum(int(cell_metrics(row[None], p.tokens.answer, p.clean_logits, p.ld_cf)["iia"][0])
+                   for row, p in zip(rows, prepared))
+    assert n == 24 and hits == expected
+    assert expected > 0  # not 0 == 0 (what reading an unpatched row gave)

@@ -104,6 +104,19 @@ def test_iia_cells_of_a_patch_grid_get_wilson_intervals():
     assert grid.ci_high["logit_diff"][0, 0] == pytest.approx(values.mean() + half)
 
 
+@pytest.mark.parametrize("metric", ["iia", "flip", "top1_answer", "accuracy"])
+def test_every_zero_one_grid_metric_gets_wilson_intervals(metric):
+    """0 of 20 is [0, 0.161] (z^2 / (n + z^2)), not the zero-width [0, 0] a t interval gives."""
+    from bindexp.interventions.grid import GridAccumulator
+
+    accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a"]}, [metric])
+    for _ in range(20):
+        accumulator.add({metric: np.array([[0.0]])})
+    grid = accumulator.grid()
+    assert grid.ci_low[metric][0, 0] == 0.0
+    assert grid.ci_high[metric][0, 0] == pytest.approx(1.959964**2 / (20 + 1.959964**2), abs=1e-6)
+
+
 def test_iia_means_over_runs_get_t_intervals_not_wilson():
     """Averaging runs' IIA (fractions, not 0/1 outcomes) through the same accumulator: t over runs."""
     from bindexp.interventions.grid import GridAccumulator

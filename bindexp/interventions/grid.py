@@ -21,7 +21,9 @@ from bindexp.stats import RunningMoments, wilson_bounds
 
 GRID_ARRAYS = "grid.safetensors"
 GRID_SIDECAR = "grid.json"
-PROPORTION_METRICS = ("iia",)  # 0/1 per pair: Wilson intervals while every value added is 0 or 1
+# 0/1 per pair (interchange accuracy, a patched prediction leaving the answer, the lens's top-1
+# answer, the accuracy left after a knockout): Wilson intervals while every value added is 0 or 1
+PROPORTION_METRICS = ("iia", "flip", "top1_answer", "accuracy")
 
 
 @dataclasses.dataclass

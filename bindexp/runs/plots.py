@@ -6,6 +6,7 @@ or needs a backend (a notebook's stays as it is) and no figure is left open.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def plot_training(history: list[dict[str, Any]], plateau: float | None, boundari
         axes[-1].plot(*zip(*losses), color="black", linewidth=0.8, label="train/loss")
         axes[-1].set_yscale("log")
     mark_phases(axes, boundaries)
-    axes[0].set_title(title, fontsize=10)
+    axes[0].set_title("\n".join(textwrap.wrap(title, 100)), fontsize=10)
     axes[-1].set_xlabel("training step")
     figure.tight_layout()
     return figure

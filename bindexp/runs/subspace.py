@@ -62,6 +62,15 @@ def resid_patch(plan: GridPlan, role: str, layers: list[int], batch_size: int):
     return patch_cells(plan, only={(layer, role) for layer in layers}, cells_per_forward=batch_size)
 
 
+def resid_patch_hits(plan: GridPlan, role: str, layer: int, batch_size: int) -> tuple[int, int]:
+    """(pairs whose prediction becomes the counterfactual answer when the whole residual entering
+    `layer` at `role` is patched from the counterfactual run, pairs measured there)."""
+    grid = resid_patch(plan, role, [layer], batch_size)
+    cell = (grid.labels["layer"].index(layer), grid.labels["role"].index(role))  # the grid keeps every layer
+    n = int(grid.counts["iia"][cell])
+    return (int(round(float(grid.mean["iia"][cell]) * n)) if n else 0), n
+
+
 def best_layer(plan: GridPlan, role: str, batch_size: int) -> int:
     """The layer where patching `role`'s residual moves the output most (mean normalized effect)."""
     grid = resid_patch(plan, role, plan.layers, batch_size)
@@ -97,9 +106,7 @@ def run_subspace(settings: SubspaceSettings, cache: ModelCache = MODEL_CACHE) ->
                  write_pairs(tracker.folder.file(HELDOUT_PAIRS_FILE), _subplan(plan, heldout).tokenized)]
         layer = settings.layer if settings.layer is not None else \
             best_layer(_subplan(plan, train), settings.role, settings.batch_size)
-        full = resid_patch(_subplan(plan, heldout), settings.role, [layer], settings.batch_size)
-        column = full.labels["role"].index(settings.role)
-        full_hits = int(round(float(np.nan_to_num(full.mean["iia"][0, column])) * full.counts["iia"][0, column]))
+        full_hits, full_n = resid_patch_hits(_subplan(plan, heldout), settings.role, layer, settings.batch_size)
         das_settings = DasSettings(steps=settings.steps, lr=settings.lr, batch_size=settings.das_batch_size,
                                    seed=settings.seed, optimizer=settings.optimizer)
         result = das(lm, layer, train, heldout, settings.ks, das_settings, prefix=plan.prefix)
@@ -126,13 +133,13 @@ def run_subspace(settings: SubspaceSettings, cache: ModelCache = MODEL_CACHE) ->
                                        for step in range(result.losses.shape[1])], "das")
         files.append(save_figure(tracker, "das_loss", loss_figure(result, f"{lm.name}: DAS at layer {layer}, "
                                                                           f"{settings.role}"), DAS_CURVE_FILE))
-        low, high = wilson_interval(full_hits, len(heldout))
+        low, high = wilson_interval(full_hits, full_n)
         summary = {"layer": layer, "layer_chosen_by": "given" if settings.layer is not None else
                    "exact resid_pre patch at the role over the training pairs (best normalized effect)",
                    "role": settings.role, "n_train": len(train), "n_heldout": len(heldout), "pairs_looked_at": looked_at,
                    "programs_shared_by_train_and_heldout": 0,
-                   "resid_patch_iia": full_hits / len(heldout), "resid_patch_iia_ci_low": low,
-                   "resid_patch_iia_ci_high": high,
+                   "resid_patch_iia": full_hits / full_n if full_n else None, "resid_patch_iia_ci_low": low,
+                   "resid_patch_iia_ci_high": high, "resid_patch_n": full_n,
                    "das": {f"k{row['k']}": {"iia": row["iia"], "iia_ci_low": row["iia_ci_low"],
                                             "iia_ci_high": row["iia_ci_high"], "train_iia": row["train_iia"]}
                            for row in frame[frame["method"] == "das"].to_dict("records")}}
