@@ -35,3 +35,7 @@ DIGITS: tuple[str, ...] = tuple(str(d) for d in range(10))  # candidate answers 
 # The x-axis of every history row of a training run (the W&B `define_metric` step), also the step
 # axis of analyses over its checkpoints.
 STEP_KEY = "train/step"
+
+# A training run's phase boundaries (first evaluation steps), in the order they are passed; see
+# `bindexp.training.evaluation.phase_boundaries`.
+PHASE_KEYS = ("heuristic_step", "past_heuristic_step", "systematic_step")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from bindexp.runs.cli import run_cli
 from bindexp.runs.folder import RunFolder
 from bindexp.runs.over_training import OverTrainingSettings
+from bindexp.vocab import PHASE_KEYS
 
 
 def _run_and_print(settings: OverTrainingSettings) -> None:
@@ -32,7 +33,7 @@ def _run_and_print(settings: OverTrainingSettings) -> None:
         handoff = s.get("handoff_layer")
         print(f"{step:>8}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths))
               + f"  {'-' if handoff is None else handoff:>13}")
-    phases = {k: summary[k] for k in ("past_heuristic_step", "systematic_step")}
+    phases = {k: summary[k] for k in PHASE_KEYS}
     print(f"training phases: {phases}; plot: {RunFolder(outcome.out_dir).over_training_plot}")
 
 

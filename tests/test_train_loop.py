@@ -48,5 +48,19 @@ def test_phase_boundaries_are_the_first_evaluations_past_each_threshold():
         {"train/step": 300, "validation/accuracy": 0.95, "validation/accuracy_heuristic_wrong": 0.991},
         {"train/step": 400, "validation/accuracy": 0.99, "validation/accuracy_heuristic_wrong": 1.0},
     ]
-    assert phase_boundaries(history, plateau=0.6) == {"past_heuristic_step": 200, "systematic_step": 300}
-    assert phase_boundaries(history[:2], plateau=0.7) == {"past_heuristic_step": None, "systematic_step": None}
+    assert phase_boundaries(history, plateau=0.6) == {"heuristic_step": None, "past_heuristic_step": 200,
+                                                      "systematic_step": 300}  # (no group sizes: no heuristic_step)
+    assert phase_boundaries(history[:2], plateau=0.7) == {"heuristic_step": None, "past_heuristic_step": None,
+                                                          "systematic_step": None}
+
+
+def test_the_heuristic_phase_starts_where_its_groups_intervals_separate():
+    def row(step, right, wrong):
+        return {"train/step": step, "validation/accuracy_heuristic_right": right, "validation/n_heuristic_right": 60,
+                "validation/accuracy_heuristic_wrong": wrong, "validation/n_heuristic_wrong": 40}
+
+    # 15/60 vs 6/40: Wilson [0.158, 0.372] and [0.071, 0.291] overlap; 42/60 vs 12/40: [0.574, 0.801]
+    # lies above [0.181, 0.454] (bounds from the score formula by hand)
+    history = [row(100, 0.25, 0.15), row(200, 0.7, 0.3), row(300, 0.9, 0.9)]
+    assert phase_boundaries(history, plateau=0.6)["heuristic_step"] == 200
+    assert phase_boundaries(history[:1], plateau=0.6)["heuristic_step"] is None

@@ -34,7 +34,7 @@ from bindexp.runs.settings import PatchSettings, StrList
 from bindexp.runs.tracking import Tracker, input_digest
 from bindexp.tasks.registry import get_task
 from bindexp.training.checkpoint import INDEX_FILE, TRAINER_DIR, step_name
-from bindexp.vocab import STEP_KEY
+from bindexp.vocab import PHASE_KEYS, STEP_KEY
 
 ALIASES = ("latest", "best")
 TRAINING_PROGRAM_FIELDS = ("seq_len", "spacing", "distractor_chains", "max_distractor_depth")
@@ -151,8 +151,7 @@ def training_record(root: Path) -> TrainingRecord:
         state = {}
     history = [row for row in state.get("history", []) if STEP_KEY in row]
     plateau = state.get("heuristic_plateau")
-    boundaries = phase_boundaries(history, plateau) if plateau is not None else {
-        "past_heuristic_step": None, "systematic_step": None}
+    boundaries = phase_boundaries(history, plateau) if plateau is not None else dict.fromkeys(PHASE_KEYS)
     return TrainingRecord(state.get("settings", {}), history, plateau, boundaries, state.get("run_folder"))
 
 

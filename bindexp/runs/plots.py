@@ -109,8 +109,7 @@ def plot_training_curves(ax: Any, history: list[dict[str, Any]], keys: Any, plat
 
 
 def mark_phases(axes: Any, boundaries: dict[str, int | None]) -> None:
-    """Dashed vertical lines at the phase boundaries found (`past_heuristic_step`, `systematic_step`),
-    named on the first axes."""
+    """Dashed vertical lines at the phase boundaries found (`PHASE_KEYS`), named on the first axes."""
     for name, step in boundaries.items():
         if step is None:
             continue

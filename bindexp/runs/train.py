@@ -23,7 +23,7 @@ from bindexp.runs.train_settings import TrainSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.tasks.program import TaskError
 from bindexp.training.data import DataSpec, ProgramData
-from bindexp.vocab import STEP_KEY
+from bindexp.vocab import PHASE_KEYS, STEP_KEY
 
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.jsonl"
@@ -202,7 +202,7 @@ def save_training_plot(tracker: Tracker, history: list[dict], plateau: float, su
     """The run's history (across resumptions) as `training.png` in its folder, and as a W&B image."""
     from bindexp.runs.plots import plot_training
 
-    boundaries = {key: summary[key] for key in ("past_heuristic_step", "systematic_step")}
+    boundaries = {key: summary[key] for key in PHASE_KEYS}
     title = (f"{settings.model} {settings.n_layers}L d{settings.d_model} ({summary['n_params'] / 1e6:.2f}M params), "
              f"{settings.seq_len}-line programs, hops {settings.hops}; {settings.n_eval} programs per set")
     plot_training(history, plateau, boundaries, title).savefig(tracker.folder.training_plot, dpi=110)
@@ -233,7 +233,8 @@ def _describe(summary: dict[str, Any]) -> str:
     for key in ("validation/accuracy", "test/accuracy", "heldout/accuracy"):
         if key in summary:
             lines.append(f"{key}: {summary[key]:.3f}")
-    lines.append(f"heuristic plateau: {summary['heuristic_plateau']:.3f}; past it at step "
-                 f"{summary['past_heuristic_step']}; systematic (>0.99) at step {summary['systematic_step']}")
+    lines.append(f"heuristic plateau: {summary['heuristic_plateau']:.3f}; heuristic used from step "
+                 f"{summary['heuristic_step']}; past the plateau at step {summary['past_heuristic_step']}; "
+                 f"systematic (>0.99) at step {summary['systematic_step']}")
     lines.append(f"checkpoint: {summary['checkpoint']}")
     return "\n".join(lines)

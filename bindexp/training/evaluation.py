@@ -9,8 +9,12 @@ token), exactly as `scripts/eval.py` scores a model. Metric names (W&B history k
 
 Phases (after the paper): the heuristic plateau is the share of validation programs whose answer
 is the constant on line 1 or line 2 -- the best a model relying on that heuristic alone can reach.
-`past_heuristic_step` is the first evaluation whose accuracy exceeds it; `systematic_step` the
-first whose heuristic-wrong accuracy passes 0.99. None when not reached.
+`heuristic_step` is the first evaluation where the model uses the heuristic: its accuracy on
+heuristic-right programs is above its accuracy on heuristic-wrong ones by their 95% Wilson
+intervals (the lower bound of one above the upper bound of the other; the group sizes are the
+history's `validation/n_heuristic_right` and `_wrong`). `past_heuristic_step` is the first
+evaluation whose accuracy exceeds the plateau; `systematic_step` the first whose heuristic-wrong
+accuracy passes 0.99. None when not reached.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from bindexp.models.scoring import score_candidates
 from bindexp.stats import wilson_interval
 from bindexp.tasks.program import Program
 from bindexp.tasks.registry import DIGITS
-from bindexp.vocab import STEP_KEY
+from bindexp.vocab import PHASE_KEYS, STEP_KEY
 
 SYSTEMATIC_THRESHOLD = 0.99
 
@@ -50,6 +54,7 @@ def set_metrics(lm: LoadedModel, name: str, programs: Sequence[Program], batch_s
         for label, wanted in (("right", True), ("wrong", False)):
             groups[f"{name}/accuracy_heuristic_{label}"] = [
                 s.correct for s, p in zip(scores, programs) if p.meta["heuristic"] == wanted]
+            metrics[f"{name}/n_heuristic_{label}"] = len(groups[f"{name}/accuracy_heuristic_{label}"])
     for key, correct in groups.items():
         metrics[key] = _mean(correct)
         if intervals:
@@ -85,13 +90,28 @@ def heuristic_plateau(programs: Sequence[Program]) -> float:
 
 
 def phase_boundaries(history: Sequence[dict[str, Any]], plateau: float) -> dict[str, int | None]:
-    """First evaluation steps past the heuristic plateau and past 0.99 systematic accuracy."""
+    """First evaluation steps (`PHASE_KEYS`) where the heuristic is used, where accuracy passes the
+    heuristic plateau, and where systematic accuracy passes 0.99."""
 
     def first(condition) -> int | None:
         return next((int(row[STEP_KEY]) for row in history if condition(row)), None)
 
-    return {
+    steps = {
+        "heuristic_step": first(uses_heuristic),
         "past_heuristic_step": first(lambda r: r.get("validation/accuracy", 0.0) > plateau),
         "systematic_step": first(
             lambda r: r.get("validation/accuracy_heuristic_wrong", 0.0) > SYSTEMATIC_THRESHOLD),
     }
+    return {key: steps[key] for key in PHASE_KEYS}
+
+
+def uses_heuristic(row: dict[str, Any]) -> bool:
+    """Accuracy on heuristic-right programs above accuracy on heuristic-wrong ones by their 95%
+    Wilson intervals (False when the row lacks the accuracies or the group sizes)."""
+    keys = [f"validation/{kind}_heuristic_{label}" for label in ("right", "wrong") for kind in ("accuracy", "n")]
+    if not all(key in row for key in keys):
+        return False
+    right, n_right, wrong, n_wrong = (row[key] for key in keys)
+    if not n_right or not n_wrong:
+        return False
+    return wilson_interval(round(right * n_right), n_right)[0] > wilson_interval(round(wrong * n_wrong), n_wrong)[1]
