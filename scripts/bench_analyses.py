@@ -13,9 +13,6 @@ forward-equivalents; a sweep over ks costs len(ks) times that.
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import torch
 
 from bindexp.interventions.attention import role_attention
@@ -23,18 +20,14 @@ from bindexp.interventions.das import DasSettings, das
 from bindexp.interventions.lens import role_lens
 from bindexp.interventions.plan import shared_prefix_length, tokenize_pairs
 from bindexp.interventions.subspace import site_pairs
-from bindexp.models import load_model
 from bindexp.models.forward import SharedPrefix, batch_forward, batches, pad_id_of
+from bindexp.runs.bench import load_bench_model, model_parser, timed
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--random_init", action="store_true", help="the model's shapes with random weights (speed only)")
+    parser = model_parser(__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=8)
     parser.add_argument("--hops", type=int, default=2)
     parser.add_argument("--seq_len", type=int, default=6)
@@ -43,23 +36,12 @@ def parse_args(argv):
     parser.add_argument("--das_batch_size", type=int, default=8)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--layer", type=int, default=None, help="DAS layer (default: the middle layer)")
-    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, random_init=args.random_init)
+    lm = load_bench_model(args)
     shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
     pairs = make_pairs("root_value", 2 * args.programs, args.seq_len, args.seed, hops=args.hops,
                        exclude={s.text for s in shots})

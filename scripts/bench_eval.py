@@ -9,30 +9,24 @@ programs/s and the ratios (targets: >= 0.9x the bare forward, >= 3x generate-the
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from bindexp.models import load_model, score_candidates, score_generate
+from bindexp.models import score_candidates, score_generate
 from bindexp.models.scoring import candidate_token_ids
+from bindexp.runs.bench import load_bench_model, model_parser, timed
 from bindexp.tasks import build_prompt, make_programs
 from bindexp.tasks.interface import DIGITS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--random_init", action="store_true",
-                        help="the model's shapes and tokenizer with random weights (speed only)")
+    parser = model_parser(__doc__.splitlines()[0])
     parser.add_argument("--num_programs", type=int, default=64)
     parser.add_argument("--seq_len", type=int, default=16)
     parser.add_argument("--hops", type=int, default=2)
     parser.add_argument("--shots", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_new_tokens", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per method; the fastest counts")
     return parser.parse_args(argv)
 
@@ -49,23 +43,9 @@ def bare_forward(lm, prompts: list[str], batch_size: int) -> list[torch.Tensor]:
     return outputs
 
 
-def timed(fn, repeats: int = 1):
-    """(result, fastest seconds) over `repeats` runs; on a GPU after one untimed warm-up run."""
-    result, best = (fn() if torch.cuda.is_available() else None), float("inf")
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, random_init=args.random_init)
+    lm = load_bench_model(args)
     shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
     programs = make_programs("binding", args.num_programs, args.seq_len, args.seed,
                              exclude={s.text for s in shots}, hops=args.hops)
@@ -75,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     if tokenizer.padding_side != "right":
         tokenizer.padding_side = "right"  # the bare forward takes the last real position
     n, r = len(prompts), args.repeats
-    ours, t_ours = timed(lambda: score_candidates(lm, prompts, answers, DIGITS, batch_size=args.batch_size), r)
+    ours, t_ours = timed(lambda: score_candidates(lm, prompts, answers, DIGITS, batch_size=args.batch_size),
+                         r, gpu_warmup=True)
     _, t_no_reuse = timed(lambda: score_candidates(lm, prompts, answers, DIGITS, batch_size=args.batch_size,
-                                                   reuse_prefix=False), r)
-    bare, t_bare = timed(lambda: bare_forward(lm, prompts, args.batch_size), r)
+                                                   reuse_prefix=False), r, gpu_warmup=True)
+    bare, t_bare = timed(lambda: bare_forward(lm, prompts, args.batch_size), r, gpu_warmup=True)
     gen, t_gen = timed(lambda: score_generate(lm, prompts, answers, int, max_new_tokens=args.max_new_tokens,
-                                              batch_size=args.batch_size), r)
+                                              batch_size=args.batch_size), r, gpu_warmup=True)
     ids = candidate_token_ids(tokenizer, prompts[0], DIGITS)
     bare_predictions = [DIGITS[int(logits[ids].argmax())] for logits in bare]
     agree_bare = sum(a.prediction == b for a, b in zip(ours, bare_predictions)) / n

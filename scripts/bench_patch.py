@@ -10,40 +10,26 @@ the exact grid's cells (precision/recall@k, sign agreement, full-grid Spearman).
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import torch
 
 from bindexp.interventions.attribution import agreement, attribution_grid
 from bindexp.interventions.exact import patch_grid
 from bindexp.interventions.plan import tokenize_pairs
-from bindexp.models import load_model
+from bindexp.runs.bench import load_bench_model, model_parser, timed
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--random_init", action="store_true",
-                        help="the model's shapes and tokenizer with random weights (speed only)")
+    parser = model_parser(__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--hops", type=int, default=1)
     parser.add_argument("--seq_len", type=int, default=16)
     parser.add_argument("--shots", type=int, default=3)
     parser.add_argument("--layer_step", type=int, default=5, help="every k-th layer (the loops are slow)")
     parser.add_argument("--cells_per_forward", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top_k", type=int, default=10, help="k of AtP's precision/recall@k against the exact grid")
     return parser.parse_args(argv)
-
-
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def _forward(model, ids, hook=None, layer=None):
@@ -105,17 +91,9 @@ def one_forward_per_cell(model, tokenized, cells, layers):
     return out
 
 
-def timed(fn):
-    _sync()
-    start = time.perf_counter()
-    result = fn()
-    _sync()
-    return result, time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, random_init=args.random_init)
+    lm = load_bench_model(args)
     shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
     pairs = make_pairs("root_value", args.pairs, args.seq_len, args.seed, hops=args.hops,
                        exclude={s.text for s in shots})

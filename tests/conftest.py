@@ -56,3 +56,14 @@ def smollm():
 @pytest.fixture(params=["tiny_llama", "tiny_qwen3"])
 def tiny_model(request):
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def clean_registry():
+    """Whatever a test registers as a task is gone afterwards."""
+    from bindexp.tasks import registry
+
+    saved = dict(registry._TASKS)
+    yield
+    registry._TASKS.clear()
+    registry._TASKS.update(saved)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from bindexp.tasks import TaskError, make_programs, register_task, task_names
-from bindexp.tasks import registry
 from bindexp.tasks.program import check_program_syntax, execute_query, run_program
 
 # A program whose second line escapes restricted builtins through object.__subclasses__() and runs
@@ -104,14 +103,6 @@ def test_every_generator_emits_only_accepted_syntax(task):
             else:
                 for program in make_programs(task, 30, seq_len, seed):
                     check_program_syntax(program.text)
-
-
-@pytest.fixture
-def clean_registry():
-    saved = dict(registry._TASKS)
-    yield
-    registry._TASKS.clear()
-    registry._TASKS.update(saved)
 
 
 def test_a_registered_generator_is_checked_too(clean_registry, tmp_path):

@@ -8,7 +8,6 @@ import string
 import pytest
 
 from bindexp.tasks import Program, TaskError, get_task, make_programs, register_task, task_names
-from bindexp.tasks import registry
 
 BUILTIN = [
     "arithmetic_sequence",
@@ -21,15 +20,6 @@ BUILTIN = [
     "loop_unrolled",
     "varying_increments",
 ]
-
-
-@pytest.fixture
-def clean_registry():
-    """Whatever a test registers is gone afterwards."""
-    saved = dict(registry._TASKS)
-    yield
-    registry._TASKS.clear()
-    registry._TASKS.update(saved)
 
 
 def python_value(text: str, var: str):

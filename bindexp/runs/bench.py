@@ -1,0 +1,50 @@
+"""What the benchmark scripts (`scripts/bench_*.py`) share: the model arguments, loading the model
+they name, and wall-clock timing that waits for the GPU."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any, Callable
+
+import torch
+
+from bindexp.models import load_model
+from bindexp.models.loading import LoadedModel
+
+
+def model_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every model benchmark takes: --model --device --dtype
+    --random_init --seed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--random_init", action="store_true",
+                        help="the model's shapes and tokenizer with random weights (speed only)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def load_bench_model(args: argparse.Namespace) -> LoadedModel:
+    return load_model(args.model, device=args.device, dtype=args.dtype, random_init=args.random_init)
+
+
+def sync() -> None:
+    """Wait for queued GPU work (nothing on a CPU), so a clock reading covers it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], repeats: int = 1, gpu_warmup: bool = False) -> tuple[Any, float]:
+    """(result of the last run, fastest seconds over `repeats` runs); `gpu_warmup`: one untimed run
+    first when a GPU is present."""
+    result = fn() if gpu_warmup and torch.cuda.is_available() else None
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return result, best
