@@ -42,16 +42,20 @@ def test_optimizer_state_survives_safetensors_exactly():
 
 
 def test_phase_boundaries_are_the_first_evaluations_past_each_threshold():
-    history = [
-        {"train/step": 100, "validation/accuracy": 0.12, "validation/accuracy_heuristic_wrong": 0.1},
-        {"train/step": 200, "validation/accuracy": 0.61, "validation/accuracy_heuristic_wrong": 0.3},
-        {"train/step": 300, "validation/accuracy": 0.95, "validation/accuracy_heuristic_wrong": 0.991},
-        {"train/step": 400, "validation/accuracy": 0.99, "validation/accuracy_heuristic_wrong": 1.0},
-    ]
-    assert phase_boundaries(history, plateau=0.6) == {"heuristic_step": None, "past_heuristic_step": 200,
-                                                      "systematic_step": 300}  # (no group sizes: no heuristic_step)
-    assert phase_boundaries(history[:2], plateau=0.7) == {"heuristic_step": None, "past_heuristic_step": None,
+    def row(step, accuracy, wrong):
+        return {"train/step": step, "validation/accuracy": accuracy, "validation/accuracy_heuristic_wrong": wrong,
+                "validation/n_heuristic_right": 60, "validation/n_heuristic_wrong": 40}
+
+    # 68/100 lies above the 0.6 plateau but its Wilson interval [0.583, 0.763] reaches below it (noise);
+    # 70/100 has [0.604, 0.781], above it (bounds from the score formula by hand)
+    history = [row(100, 0.12, 0.1), row(200, 0.68, 0.3), row(300, 0.70, 0.991), row(400, 0.99, 1.0)]
+    assert phase_boundaries(history, plateau=0.6) == {"heuristic_step": None, "past_heuristic_step": 300,
+                                                      "systematic_step": 300}  # (no right-group accuracy: no heuristic_step)
+    assert phase_boundaries(history[:2], plateau=0.6) == {"heuristic_step": None, "past_heuristic_step": None,
                                                           "systematic_step": None}
+    # without the group sizes there is no interval, so no boundary is claimed
+    bare = [{"train/step": 100, "validation/accuracy": 0.99, "validation/accuracy_heuristic_wrong": 0.5}]
+    assert phase_boundaries(bare, plateau=0.6)["past_heuristic_step"] is None
 
 
 def test_the_heuristic_phase_starts_where_its_groups_intervals_separate():

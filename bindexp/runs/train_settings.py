@@ -24,7 +24,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=64, steps=105_400, lr=3e-4, warmup_steps=1_000, weight_decay=0.01,
         n_eval=1_000, eval_every=1_000, checkpoint_every=5_000, longer_seq_len=[20, 24], loss_on="answer",
     ),
-    # A start for this 2-core CPU (to be tuned): 4 layers, d 128, 8-line compact programs.
+    # For a 2-core CPU: 4 layers, d 128, 8-line compact programs. Measured (docs/RESULTS.md): one
+    # hour (17k steps) stays in the heuristic phase (test 0.41); it does not solve the task.
     "cpu": dict(
         model="llama", n_layers=4, n_heads=4, d_model=128, d_ff=512, activation="gelu", dropout=0.0,
         seq_len=8, hops=[1, 2, 3, 4], spacing="compact", train_programs=None, heldout_fraction=0.1,

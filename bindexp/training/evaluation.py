@@ -13,8 +13,9 @@ is the constant on line 1 or line 2 -- the best a model relying on that heuristi
 heuristic-right programs is above its accuracy on heuristic-wrong ones by their 95% Wilson
 intervals (the lower bound of one above the upper bound of the other; the group sizes are the
 history's `validation/n_heuristic_right` and `_wrong`). `past_heuristic_step` is the first
-evaluation whose accuracy exceeds the plateau; `systematic_step` the first whose heuristic-wrong
-accuracy passes 0.99. None when not reached.
+evaluation whose accuracy exceeds the plateau by its 95% Wilson interval (the lower bound above the
+plateau, so sampling noise around the plateau does not count); `systematic_step` the first whose
+heuristic-wrong accuracy passes 0.99. None when not reached.
 """
 
 from __future__ import annotations
@@ -98,20 +99,33 @@ def phase_boundaries(history: Sequence[dict[str, Any]], plateau: float) -> dict[
 
     steps = {
         "heuristic_step": first(uses_heuristic),
-        "past_heuristic_step": first(lambda r: r.get("validation/accuracy", 0.0) > plateau),
+        "past_heuristic_step": first(lambda r: past_heuristic(r, plateau)),
         "systematic_step": first(
             lambda r: r.get("validation/accuracy_heuristic_wrong", 0.0) > SYSTEMATIC_THRESHOLD),
     }
     return {key: steps[key] for key in PHASE_KEYS}
 
 
+def _hits_and_n(row: dict[str, Any], key: str, n_keys: Sequence[str]) -> tuple[int, int] | None:
+    """(correct, n) behind the accuracy `row[key]`, n summed over `n_keys`; None if any is missing."""
+    if key not in row or not all(k in row for k in n_keys):
+        return None
+    n = sum(int(row[k]) for k in n_keys)
+    return (round(row[key] * n), n) if n else None
+
+
+def past_heuristic(row: dict[str, Any], plateau: float) -> bool:
+    """Validation accuracy above `plateau` by its 95% Wilson interval (its lower bound above it);
+    False when the row lacks the accuracy or the group sizes."""
+    counts = _hits_and_n(row, "validation/accuracy", [f"validation/n_heuristic_{g}" for g in ("right", "wrong")])
+    return counts is not None and wilson_interval(*counts)[0] > plateau
+
+
 def uses_heuristic(row: dict[str, Any]) -> bool:
     """Accuracy on heuristic-right programs above accuracy on heuristic-wrong ones by their 95%
     Wilson intervals (False when the row lacks the accuracies or the group sizes)."""
-    keys = [f"validation/{kind}_heuristic_{label}" for label in ("right", "wrong") for kind in ("accuracy", "n")]
-    if not all(key in row for key in keys):
+    right, wrong = (_hits_and_n(row, f"validation/accuracy_heuristic_{g}", [f"validation/n_heuristic_{g}"])
+                    for g in ("right", "wrong"))
+    if right is None or wrong is None:
         return False
-    right, n_right, wrong, n_wrong = (row[key] for key in keys)
-    if not n_right or not n_wrong:
-        return False
-    return wilson_interval(round(right * n_right), n_right)[0] > wilson_interval(round(wrong * n_wrong), n_wrong)[1]
+    return wilson_interval(*right)[0] > wilson_interval(*wrong)[1]
