@@ -58,12 +58,25 @@ def tiny_model(request):
     return request.getfixturevalue(request.param)
 
 
+def _restored(table: dict):
+    """Yield once, then put `table` back as it was (what a test registered is gone)."""
+    saved = dict(table)
+    yield
+    table.clear()
+    table.update(saved)
+
+
 @pytest.fixture
 def clean_registry():
     """Whatever a test registers as a task is gone afterwards."""
     from bindexp.tasks import registry
 
-    saved = dict(registry._TASKS)
-    yield
-    registry._TASKS.clear()
-    registry._TASKS.update(saved)
+    yield from _restored(registry._TASKS)
+
+
+@pytest.fixture
+def clean_templates():
+    """Whatever a test registers as a prompt template is gone afterwards."""
+    from bindexp.tasks import prompts
+
+    yield from _restored(prompts._TEMPLATES)

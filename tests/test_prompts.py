@@ -20,19 +20,9 @@ from bindexp.tasks import (
     render_chat,
     template_names,
 )
-from bindexp.tasks import prompts
 from bindexp.tasks.prompts import get_template, program_offset
 
 FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None)
-
-
-@pytest.fixture
-def clean_templates():
-    """Whatever a test registers is gone afterwards."""
-    saved = dict(prompts._TEMPLATES)
-    yield
-    prompts._TEMPLATES.clear()
-    prompts._TEMPLATES.update(saved)
 
 
 def program_and_shots(task: str, k: int, seq_len: int = 6, seed: int = 0, **options):
