@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head"]
+Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head", "conv_out"]
 SITES: tuple[str, ...] = get_args(Site)  # intervention sites, mapped per family in bindexp.models.sites
 
 JobType = Literal["eval", "patch", "robust", "compare", "train", "over_training", "attention", "lens", "subspace",

@@ -52,10 +52,10 @@ def bench(settings: BenchTrainSettings) -> dict[str, float]:
     import torch
 
     from bindexp.models.loading import resolve_device, resolve_dtype
-    from bindexp.runs.train import data_spec
-    from bindexp.training.architecture import ArchSpec, new_model, program_tokenizer
+    from bindexp.runs.train import arch_spec, data_spec, optim_spec
+    from bindexp.training.architecture import new_model, program_tokenizer
     from bindexp.training.data import ProgramData
-    from bindexp.training.loop import OptimSpec, make_batch, make_optimizer, train_step
+    from bindexp.training.loop import make_batch, make_optimizer, train_step
 
     device = resolve_device(settings.device)
     amp_dtype = resolve_dtype(settings.dtype, device)
@@ -63,13 +63,10 @@ def bench(settings: BenchTrainSettings) -> dict[str, float]:
     tokenizer = program_tokenizer()
     n_batches = settings.warmup + settings.steps
     start = time.perf_counter()
-    texts = [data.train_texts(step, settings.batch_size) for step in range(n_batches)]
+    examples = [data.train_examples(step, settings.batch_size) for step in range(n_batches)]
     programs_per_s = n_batches * settings.batch_size / (time.perf_counter() - start)
-    batches = [make_batch(tokenizer, t, settings.loss_on, device) for t in texts]
-    arch = ArchSpec(settings.model, settings.n_layers, settings.n_heads, settings.d_model, settings.d_ff,
-                    settings.activation, settings.dropout, settings.max_positions)
-    optim = OptimSpec(settings.lr, settings.weight_decay, settings.beta1, settings.beta2,
-                      min(settings.warmup_steps, n_batches), n_batches, settings.grad_clip)
+    batches = [make_batch(tokenizer, e, settings.loss_on, device) for e in examples]
+    arch, optim = arch_spec(settings), optim_spec(settings, steps=n_batches)
 
     def bindexp_loop():
         model = new_model(arch, tokenizer, settings.seed).to(device)

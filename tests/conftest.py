@@ -47,13 +47,20 @@ def tiny_qwen3():
 
 
 @pytest.fixture(scope="session")
+def tiny_conv():
+    from bindexp.models import load_model
+
+    return load_model("tiny-random-conv", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def smollm():
     from bindexp.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
 
 
-@pytest.fixture(params=["tiny_llama", "tiny_qwen3"])
+@pytest.fixture(params=["tiny_llama", "tiny_qwen3", "tiny_conv"])
 def tiny_model(request):
     return request.getfixturevalue(request.param)
 

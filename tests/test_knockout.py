@@ -32,6 +32,8 @@ def test_knocking_out_nothing_equals_clean(item):
 
 def test_blocking_every_source_leaves_only_the_final_token(item):
     lm, it = item
+    if lm.sites.has_conv:
+        pytest.skip("a convolution reads the previous tokens outside attention: knockout rightly leaves it")
     final = len(it.ids) - 1
     everything = {layer: [(final, source) for source in range(final)] for layer in range(lm.n_layers)}
     (logits,) = knockout_logits(lm, it, [everything])

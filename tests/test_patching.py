@@ -15,7 +15,10 @@ ATOL = 2e-5
 
 
 @pytest.fixture
-def setup(tiny_model):
+def setup(tiny_model, request):
+    site = request.node.callspec.params.get("site") if hasattr(request.node, "callspec") else None
+    if site is not None and site not in tiny_model.sites.available:
+        pytest.skip(f"{tiny_model.name} has no {site} site")
     shots = make_programs("binding", 2, 6, 0, stream="shots", hops=2)
     pairs = make_pairs("root_value", 3, 6, 0, hops=2, exclude={s.text for s in shots})
     # a pair without the few-shot prefix gives a program of a different token length
@@ -34,7 +37,7 @@ def _plain(model, ids):
 def _module(model, site, layer):
     block = model.model.layers[layer]
     return {"resid_pre": block, "resid_post": block, "attn_out": block.self_attn, "mlp_out": block.mlp,
-            "head": block.self_attn.o_proj}[site]
+            "head": block.self_attn.o_proj, "conv_out": getattr(block, "conv", None)}[site]
 
 
 def _capture(model, site, layer, ids):

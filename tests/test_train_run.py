@@ -43,9 +43,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+CONV_RECIPE = ["--model=llama", "--conv_kernel=3", "--queries_per_program=2", "--line_targets=True", "--relabel=True",
+               "--decay_steps=4"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "conv"])
 def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, arch):
-    common = [f"--model={arch}", "--dropout=0.1", "--steps=12", "--warmup_steps=3", "--eval_every=4",
+    model = CONV_RECIPE if arch == "conv" else [f"--model={arch}"]
+    common = [*model, "--dropout=0.1", "--steps=12", "--warmup_steps=3", "--eval_every=4",
               "--checkpoint_every=4", f"--output_dir={tmp_path / 'out'}"]
     whole = run_train(_settings(*common, f"--checkpoint_dir={tmp_path / 'whole'}"))
     killed = run_train(_settings(*common, f"--checkpoint_dir={tmp_path / 'split'}", "--stop_after=10"))
@@ -207,3 +212,49 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     a = load_file(str(whole.checkpoint / "model.safetensors"))
     b = load_file(str(resumed.checkpoint / "model.safetensors"))
     assert resumed.checkpoint.name == "step-000060" and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_conv_checkpoint_runs_through_every_analysis(tmp_path, monkeypatch):
+    """A trained conv model is an ordinary local model folder: eval, patch (conv_out included),
+    attention, lens, locate and subspace take it as they are."""
+    monkeypatch.chdir(tmp_path)
+    trained = run_train(_settings(*CONV_RECIPE, "--steps=4", "--warmup_steps=1", "--checkpoint_every=4",
+                                  "--seq_len=4", f"--output_dir={tmp_path / 'out'}"))
+    lm = load_model(str(trained.checkpoint), device="cpu")
+    assert lm.family == "bindexp_conv_llama" and "conv_out" in lm.sites.available
+    model = f"--model={trained.checkpoint}"
+    common = [model, "--seq_len=4", "--hops=2", "--shots=0", "--only_correct=False", "--systematic_only=False",
+              "--progress=False", "--min_gap=0", "--wandb_mode=disabled", "--num_programs=2"]
+    assert _script("eval").main([model, "--seq_len=4", "--hops=[1, 2]", "--num_programs=4", "--shots=0",
+                                 "--wandb_mode=disabled", "--progress=False"]) == 0
+    for site in ("conv_out", "head"):
+        assert _script("patch").main([*common, f"--site={site}"]) == 0
+    assert _script("attention").main([*common, "--top_k=1"]) == 0
+    assert _script("lens").main(common) == 0
+    assert _script("locate").main([*common, "--counterfactuals=[root_value]"]) == 0
+    subspace = [c for c in common if not c.startswith("--num_programs")]
+    assert _script("subspace").main([*subspace, "--role=root_value", "--layer=1", "--ks=[2]", "--n_train=4",
+                                     "--n_heldout=2", "--steps=2", "--probe_steps=2"]) == 0
+
+
+def test_init_from_starts_from_a_checkpoints_weights_and_refuses_another_architecture(tmp_path, capsys):
+    from bindexp.training.architecture import new_model, program_tokenizer
+    from bindexp.training.checkpoint import load_weights
+    from bindexp.runs.train import arch_spec
+
+    first = run_train(_settings(*CONV_RECIPE, "--steps=4", "--warmup_steps=1", f"--output_dir={tmp_path / 'a'}"))
+    settings = _settings(*CONV_RECIPE, "--queries_per_program=1", "--line_targets=False", f"--init_from={first.checkpoint}")
+    model = new_model(arch_spec(settings), program_tokenizer(), seed=99)
+    load_weights(model, first.checkpoint)
+    trained = load_file(str(first.checkpoint / "model.safetensors"))
+    assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
+    tuned = run_train(parse_settings(TrainSettings, [*TINY, *CONV_RECIPE, "--queries_per_program=1",
+                                                     "--line_targets=False", f"--init_from={first.checkpoint}",
+                                                     "--steps=2", f"--output_dir={tmp_path / 'b'}"]))
+    assert tuned.summary["completed"]
+    # another width: refused in one line before anything runs
+    code = _script("train").main([*TINY, *CONV_RECIPE, "--d_model=16", f"--init_from={first.checkpoint}",
+                                  f"--output_dir={tmp_path / 'c'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "hidden_size=32 there but 16" in err
+    assert not (tmp_path / "c").exists()

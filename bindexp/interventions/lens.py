@@ -12,7 +12,6 @@ tokens with a strictly larger logit (ties favour the scored token).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,22 +23,11 @@ from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.tracing import after_prefix
 
 LENS_METRICS = ("p_answer", "rank_answer", "top1_answer", "p_counterfactual", "rank_counterfactual")
-# where each layout keeps its final norm, keyed by where it keeps its layers (belongs in sites.Architecture)
-FINAL_NORM = {"model.layers": "model.norm", "transformer.h": "transformer.ln_f"}
-
-
-def final_norm(lm: LoadedModel) -> Any:
-    layers = lm.sites.arch.layers
-    if layers not in FINAL_NORM:
-        raise ModelError(f"no final norm is mapped for model family {lm.family!r}")
-    return functools.reduce(getattr, FINAL_NORM[layers].split("."), lm.model)
-
-
 def decode_residual(lm: LoadedModel, residual: torch.Tensor) -> torch.Tensor:
     """Logits (float32) of residual vectors [..., d] through the final norm and the unembedding,
     with the model's final logit soft-capping where it has one (Gemma 2/3)."""
     with torch.no_grad():
-        logits = lm.model.get_output_embeddings()(final_norm(lm)(residual.to(lm.device, lm.dtype))).float()
+        logits = lm.model.get_output_embeddings()(lm.sites.final_norm(lm.model)(residual.to(lm.device, lm.dtype))).float()
     cap = getattr(lm.model.config.get_text_config(), "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
 

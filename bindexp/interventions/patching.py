@@ -18,9 +18,9 @@ from collections import defaultdict
 from typing import Callable, Sequence, Union
 
 import torch
-from transformers import DynamicCache
 
 from bindexp.interventions.prepared import PreparedPair
+from bindexp.models.forward import new_cache
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.sites import SiteMap
 from bindexp.models.tracing import site_activation
@@ -51,7 +51,7 @@ def forward_batches(cells: Sequence[Cell], size: int) -> list[list[int]]:
     return batches
 
 
-def _stack_cache(prepared: Sequence[PreparedPair], rows: list[int], s: int, layer: int, config) -> DynamicCache:
+def _stack_cache(prepared: Sequence[PreparedPair], rows: list[int], s: int, layer: int, config):
     """Rows' clean keys/values for positions < s. Layers below `layer` are skipped, so they get
     a view of the first row (only its length is read)."""
     first = prepared[rows[0]]
@@ -62,7 +62,7 @@ def _stack_cache(prepared: Sequence[PreparedPair], rows: list[int], s: int, laye
         else:
             data.append((torch.cat([prepared[r].clean_kv[j][0][:, :, :s] for r in rows]),
                          torch.cat([prepared[r].clean_kv[j][1][:, :, :s] for r in rows])))
-    return DynamicCache(data, config=config)
+    return new_cache(data, config)
 
 
 def patched_logits(

@@ -181,6 +181,7 @@ def plan_grid(lm: LoadedModel, pairs: Sequence[CounterfactualPair], *, site: str
     if site not in SITES:
         raise ModelError(f"unknown site {site!r}; known sites: {', '.join(SITES)}")
     sites = lm.sites
+    sites.check(site)
     layers = list(range(sites.n_layers)) if layers is None else list(layers)
     if not layers or min(layers) < 0 or max(layers) >= sites.n_layers:
         raise ModelError(f"layers must lie in 0..{sites.n_layers - 1}, got {layers}")

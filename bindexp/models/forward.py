@@ -64,7 +64,16 @@ class SharedPrefix:
         if not self.length:
             return None
         data = [(k.expand(batch_size, *k.shape[1:]), v.expand(batch_size, *v.shape[1:])) for k, v in self.layers]
-        return DynamicCache(data, config=self.model.config)
+        return new_cache(data, self.model.config)
+
+
+def new_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], config: Any) -> DynamicCache:
+    """A cache holding `layers` (keys, values). A model with more cache layers than decoder layers
+    (a convolution's inputs, `bindexp.models.conv_llama`) gets one cache layer per entry; any other
+    model gets the layer types its config declares (sliding windows ...)."""
+    if len(layers) != config.get_text_config(decoder=True).num_hidden_layers:
+        return DynamicCache(layers)
+    return DynamicCache(layers, config=config)
 
 
 @dataclasses.dataclass

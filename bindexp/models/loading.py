@@ -24,7 +24,7 @@ import torch
 from bindexp.errors import ModelError
 from bindexp.vocab import Quantization
 
-BUNDLED = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen3")
+BUNDLED = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen3", "tiny-random-conv")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -183,8 +183,8 @@ def load_model(
             model, tokenizer = tiny_random_model(family, seed)
         except ValueError as err:
             raise ModelError(f"unknown model {name!r}: {err}") from None
-        loaded = LoadedModel(name, model.to(torch_device, torch_dtype), tokenizer, f"random-init-seed{seed}", family)
-        return loaded
+        return LoadedModel(name, model.to(torch_device, torch_dtype), tokenizer, f"random-init-seed{seed}",
+                           model.config.model_type)
 
     if random_init:
         return _random_init(name, revision, trust_remote_code, seed, torch_device, torch_dtype)
@@ -209,9 +209,15 @@ def load_model(
     return LoadedModel(name, model, tokenizer, _revision_of(name, model), model.config.model_type)
 
 
+def register_architectures() -> None:
+    """Make bindexp's own model classes known to transformers' Auto classes (no remote code)."""
+    import bindexp.models.conv_llama  # noqa: F401  (registers itself on import)
+
+
 def _random_init(name, revision, trust_remote_code, seed, device, dtype) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    register_architectures()
     source = _smollm2_cache_dir() if name == "smollm2-135m" else name
     try:
         config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
@@ -230,6 +236,7 @@ def _random_init(name, revision, trust_remote_code, seed, device, dtype) -> Load
 def _from_pretrained(source: str, revision: str | None, kwargs: dict[str, Any]):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    register_architectures()
     tok_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "gguf_file") if k in kwargs}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **tok_kwargs)

@@ -37,7 +37,8 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(family: str, vocab_size: int):
-    """Llama or Qwen3 shapes shrunk to 4 layers of width 64, with grouped-query attention."""
+    """Llama, Qwen3 or bindexp's conv Llama (`conv`, kernel 4) shapes shrunk to 4 layers of width 64,
+    with grouped-query attention."""
     shared = dict(
         vocab_size=vocab_size,
         hidden_size=64,
@@ -55,6 +56,10 @@ def tiny_config(family: str, vocab_size: int):
         return LlamaConfig(**shared)
     if family == "qwen3":
         return Qwen3Config(head_dim=16, **shared)
+    if family == "conv":
+        from bindexp.models.conv_llama import ConvLlamaConfig
+
+        return ConvLlamaConfig(conv_kernel=4, **shared)
     raise ValueError(f"no tiny config for family {family!r}")
 
 

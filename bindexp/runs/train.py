@@ -22,7 +22,7 @@ from bindexp.models.loading import ModelError, resolve_device, resolve_dtype
 from bindexp.runs.train_settings import TrainSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.tasks.program import TaskError
-from bindexp.training.data import DataSpec, ProgramData
+from bindexp.training.data import DataSpec, ProgramData, Supervision
 from bindexp.vocab import PHASE_KEYS, STEP_KEY
 
 SUMMARY_FILE = "summary.json"
@@ -49,8 +49,25 @@ def data_spec(settings: TrainSettings) -> DataSpec:
         distractor_chains=settings.distractor_chains, max_distractor_depth=settings.max_distractor_depth,
         spacing=settings.spacing, heldout_fraction=settings.heldout_fraction,
         train_programs=settings.train_programs, n_eval=settings.n_eval,
-        longer_seq_lens=tuple(settings.longer_seq_len),
+        longer_seq_lens=tuple(settings.longer_seq_len), n_systematic_test=settings.n_systematic_test,
+        supervision=Supervision(settings.queries_per_program, settings.line_targets, settings.relabel),
     )
+
+
+def arch_spec(settings: TrainSettings):
+    from bindexp.training.architecture import ArchSpec
+
+    return ArchSpec(settings.model, settings.n_layers, settings.n_heads, settings.d_model, settings.d_ff,
+                    settings.activation, settings.dropout, settings.max_positions, settings.conv_kernel)
+
+
+def optim_spec(settings: TrainSettings, steps: int | None = None):
+    """The optimiser and schedule of `settings` (over `steps` instead of settings.steps if given)."""
+    from bindexp.training.loop import OptimSpec
+
+    warmup = settings.warmup_steps if steps is None else min(settings.warmup_steps, steps)
+    return OptimSpec(settings.lr, settings.weight_decay, settings.beta1, settings.beta2, warmup,
+                     settings.steps if steps is None else steps, settings.grad_clip, settings.decay_steps)
 
 
 def _checkpoint_to_resume(settings: TrainSettings) -> Path | None:
@@ -80,12 +97,37 @@ def _check(settings: TrainSettings) -> tuple[DataSpec, Path | None]:
     """Everything that can be refused before a model or a W&B run exists."""
     spec = data_spec(settings)
     spec.check()
-    longest = max([settings.seq_len, *settings.longer_seq_len]) * 6 + 8  # "a = b\n" per line, query, answer
+    # "a = b\n" per line, the query and answer, each extra query "\n#x: d"
+    longest = max([settings.seq_len, *settings.longer_seq_len]) * 6 + 8 + 6 * (settings.queries_per_program - 1)
     if settings.model == "gpt2" and longest > settings.max_positions:
         raise TrainError(f"programs of {longest} tokens exceed max_positions={settings.max_positions}")
     device = resolve_device(settings.device)
     resolve_dtype(settings.dtype, device)
+    if settings.init_from is not None:
+        _check_init_from(settings)
     return spec, _checkpoint_to_resume(settings)
+
+
+ARCH_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads", "num_key_value_heads", "conv_kernel", "n_embd", "n_layer", "n_head", "n_inner")
+
+
+def _check_init_from(settings: TrainSettings) -> None:
+    """init_from must be a model folder of exactly this run's architecture (checked on its config)."""
+    from bindexp.models.loading import check_model_dir
+    from bindexp.training.architecture import model_config, program_tokenizer
+
+    folder = Path(settings.init_from)
+    if not folder.is_dir():
+        raise TrainError(f"init_from {settings.init_from!r} is not a checkpoint folder")
+    check_model_dir(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    wanted = model_config(arch_spec(settings), program_tokenizer()).to_dict()
+    differing = [k for k in ARCH_KEYS if saved.get(k) != wanted.get(k)]
+    if differing:
+        key = differing[0]
+        raise TrainError(f"init_from {folder}: {key}={saved.get(key)!r} there but {wanted.get(key)!r} in this run's "
+                         "architecture; use the settings it was trained with")
 
 
 def run_train(settings: TrainSettings) -> TrainOutcome:
@@ -99,10 +141,10 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     import torch
     from tqdm.auto import tqdm
 
-    from bindexp.training.architecture import ArchSpec, n_parameters, new_model, program_tokenizer
-    from bindexp.training.checkpoint import load_trainer_state, record_checkpoint, save_checkpoint
-    from bindexp.training.evaluation import evaluate_sets, heuristic_plateau
-    from bindexp.training.loop import OptimSpec, make_batch, make_optimizer, train_step
+    from bindexp.training.architecture import n_parameters, new_model, program_tokenizer
+    from bindexp.training.checkpoint import load_trainer_state, load_weights, record_checkpoint, save_checkpoint
+    from bindexp.training.evaluation import END_SETS, evaluate_sets, heuristic_plateau, is_systematic
+    from bindexp.training.loop import make_batch, make_optimizer, prefetched, train_step
 
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -114,14 +156,13 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
 
     data = ProgramData(spec)
     tokenizer = program_tokenizer()
-    arch = ArchSpec(settings.model, settings.n_layers, settings.n_heads, settings.d_model, settings.d_ff,
-                    settings.activation, settings.dropout, settings.max_positions)
     try:
-        model = new_model(arch, tokenizer, settings.seed).to(device)
+        model = new_model(arch_spec(settings), tokenizer, settings.seed).to(device)
     except ValueError as err:
         raise ModelError(f"cannot build the model: {err}") from None
-    optim = OptimSpec(settings.lr, settings.weight_decay, settings.beta1, settings.beta2, settings.warmup_steps,
-                      settings.steps, settings.grad_clip)
+    if settings.init_from is not None and resume_from is None:
+        load_weights(model, Path(settings.init_from))
+    optim = optim_spec(settings)
     optimizer, scheduler = make_optimizer(model, optim)
     torch.manual_seed(settings.seed)  # the dropout stream; restored exactly on resume
 
@@ -149,8 +190,11 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     checkpoint, done, stopped = resume_from, start, False
     loss_sum, loss_n = torch.zeros((), device=device), 0
     bar = tqdm(total=settings.steps, initial=start, disable=not settings.progress, desc="training", unit="step")
-    for step in range(start, settings.steps):
-        batch = make_batch(tokenizer, data.train_texts(step, settings.batch_size), settings.loss_on, device)
+    def batch_of(step: int):
+        return make_batch(tokenizer, data.train_examples(step, settings.batch_size), settings.loss_on, device)
+
+    solved = False
+    for step, batch in prefetched(batch_of, range(start, settings.steps)):
         loss_sum += train_step(model, batch, optimizer, scheduler, optim, amp_dtype)
         loss_n += 1
         done = step + 1
@@ -167,7 +211,8 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
             history.append(row)
             record(row)
             bar.set_postfix(accuracy=f"{row['validation/accuracy']:.3f}")
-        if at_checkpoint:
+            solved = settings.stop_when_systematic and is_systematic(row)
+        if at_checkpoint or solved:
             metric = history[-1]["validation/accuracy"]
             is_best = best is None or metric > best
             best = metric if is_best else best
@@ -178,6 +223,9 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
             if settings.log_artifacts:
                 aliases = ["latest", f"step-{done}"] + (["best"] if is_best else [])
                 tracker.log_named_artifact(artifact_name, "model", [checkpoint], aliases, {"step": done, **history[-1]})
+        if solved:
+            print(f"systematic at step {done}: stopping (stop_when_systematic=True)")
+            break
         if settings.stop_after is not None and done >= settings.stop_after and done < settings.steps:
             stopped = True
             print(f"stopped after step {done} without saving (stop_after={settings.stop_after})")
@@ -186,8 +234,8 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
 
     summary = _summary(settings, history, plateau, done, stopped, root, n_parameters(model))
     if not stopped:
-        summary.update(evaluate_sets(model, tokenizer, data.eval_sets, settings.eval_batch_size, names=["test"],
-                                     intervals=True))
+        summary.update(evaluate_sets(model, tokenizer, data.eval_sets, settings.eval_batch_size,
+                                     names=[n for n in END_SETS if n in data.eval_sets], intervals=True))
         summary.update({k: v for k, v in history[-1].items() if k != STEP_KEY} if history else {})
     tracker.write_json(SUMMARY_FILE, summary)
     tracker.set_summary(summary)
@@ -230,7 +278,7 @@ def _summary(settings: TrainSettings, history: list[dict], plateau: float, done:
 
 def _describe(summary: dict[str, Any]) -> str:
     lines = [f"steps: {summary['steps_done']}" + ("" if summary["completed"] else " (stopped early)")]
-    for key in ("validation/accuracy", "test/accuracy", "heldout/accuracy"):
+    for key in ("validation/accuracy", "test/accuracy", "systematic/accuracy", "heldout/accuracy"):
         if key in summary:
             lines.append(f"{key}: {summary[key]:.3f}")
     lines.append(f"heuristic plateau: {summary['heuristic_plateau']:.3f}; heuristic used from step "

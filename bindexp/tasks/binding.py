@@ -29,7 +29,7 @@ import string
 from random import Random
 from typing import Literal, Sequence
 
-from bindexp.tasks.program import Program, Span, TaskError, execute_query
+from bindexp.tasks.program import Program, Span, TaskError, execute_query, run_program
 
 LETTERS = string.ascii_lowercase
 MAX_HOPS = 4
@@ -270,3 +270,35 @@ def binding_roles(programs: Sequence[Program]) -> list[str]:
 def reanalyse_binding(program: Program, text: str) -> Program:
     """The program after an edit, re-derived by Python's semantics (same seq_len)."""
     return analyse_binding(text, seq_len=program.seq_len)
+
+
+# -- dense supervision for training (extra queries, per-line values, relabelling) ---------------
+
+
+def line_values(program: Program, final: dict[str, int]) -> list[int]:
+    """The value each assignment line leaves in its variable, by Python's semantics. `final` is
+    `run_program(program.code)`: when no variable is assigned twice its values are every line's
+    values; otherwise each line prefix is run."""
+    lines = program.code.splitlines()
+    names = [line.split("=")[0].strip() for line in lines]
+    if len(set(names)) == len(names):
+        return [final[name] for name in names]
+    return [run_program("\n".join(lines[: i + 1]))[name] for i, name in enumerate(names)]
+
+
+def extra_queries(program: Program, values: dict[str, int], n: int, rng: Random) -> list[tuple[str, int]]:
+    """`n` further (variable, value) queries about other variables than the program's own (fewer
+    if it has fewer); `values` is `run_program(program.code)`, what Python computes at the end."""
+    others = sorted(name for name in values if name != program.query_var)
+    return [(name, values[name]) for name in rng.sample(others, min(n, len(others)))]
+
+
+def relabel_binding(program: Program, rng: Random) -> Program:
+    """The program with its letters and its digits each renamed by a random permutation, analysed
+    anew (so its answer is again what Python computes)."""
+    letters, digits = list(LETTERS), list("0123456789")
+    rng.shuffle(letters)
+    rng.shuffle(digits)
+    table = str.maketrans(LETTERS + "0123456789", "".join(letters) + "".join(digits))
+    relabelled = analyse_binding(program.text.translate(table), seq_len=program.seq_len)
+    return dataclasses.replace(relabelled, seed=program.seed, meta={**program.meta, **relabelled.meta})

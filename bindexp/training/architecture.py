@@ -4,7 +4,9 @@ The result is an ordinary Hugging Face causal LM, so `bindexp.models.load_model(
 and every analysis (scoring, patching, sites) work on it unchanged.
 
 - `llama`: RoPE, RMSNorm, a gated MLP (GELU or SiLU), no biases; attention dropout only.
-  The paper's GPT-2-style model with RoPE is approximated by this family.
+  The paper's GPT-2-style model with RoPE is approximated by this family. With `conv_kernel=K > 0`
+  it is bindexp's `ConvLlamaForCausalLM` (`bindexp.models.conv_llama`): the same model with a width-K
+  causal depthwise convolution on each attention block's normalised input.
 - `gpt2`: GPT-2 itself: LayerNorm, GELU, learned absolute positions (no RoPE), dropout on
   embeddings, residuals and attention.
 """
@@ -31,6 +33,7 @@ class ArchSpec:
     activation: Literal["gelu", "silu"] = "gelu"
     dropout: float = 0.0
     max_positions: int = 512
+    conv_kernel: int = 0  # llama only: 0 is transformers' LlamaForCausalLM itself
 
 
 def program_tokenizer():
@@ -48,13 +51,20 @@ def model_config(spec: ArchSpec, tokenizer: Any):
         raise ValueError(f"d_model {spec.d_model} is not divisible by n_heads {spec.n_heads}")
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                eos_token_id=tokenizer.eos_token_id)
+    if spec.conv_kernel and spec.arch != "llama":
+        raise ValueError(f"conv_kernel needs the llama family, not {spec.arch}")
     if spec.arch == "llama":
-        return LlamaConfig(
+        llama = dict(
             vocab_size=len(tokenizer), hidden_size=spec.d_model, intermediate_size=spec.d_ff,
             num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads, num_key_value_heads=spec.n_heads,
             hidden_act=spec.activation, max_position_embeddings=spec.max_positions,
             attention_dropout=spec.dropout, tie_word_embeddings=False, **ids,
         )
+        if spec.conv_kernel:
+            from bindexp.models.conv_llama import ConvLlamaConfig
+
+            return ConvLlamaConfig(conv_kernel=spec.conv_kernel, **llama)
+        return LlamaConfig(**llama)
     if spec.arch == "gpt2":
         return GPT2Config(
             vocab_size=len(tokenizer), n_positions=spec.max_positions, n_embd=spec.d_model, n_layer=spec.n_layers,

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from bindexp.errors import ModelError
+
 INDEX_FILE = "checkpoints.json"
 TRAINER_DIR = "trainer"
 
@@ -129,15 +131,25 @@ def record_checkpoint(root: Path, step: int, *, best: bool, metric: float | None
     return removed
 
 
-def load_trainer_state(checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Load weights, optimizer, scheduler and RNG state from `checkpoint`; return its state.json."""
+def load_weights(model: Any, checkpoint: Path) -> None:
+    """`checkpoint`'s model.safetensors into `model`, every tensor by name and shape (ModelError
+    in one line if the two architectures differ)."""
     from safetensors.torch import load_model
 
-    checkpoint = Path(checkpoint)
-    weights = checkpoint / "model.safetensors"
+    weights = Path(checkpoint) / "model.safetensors"
     if not weights.exists():
-        raise FileNotFoundError(f"{weights} is missing")
-    load_model(model, str(weights), strict=True, device=str(next(model.parameters()).device))
+        raise ModelError(f"{weights} is missing")
+    try:
+        load_model(model, str(weights), strict=True, device=str(next(model.parameters()).device))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelError(f"{weights} does not fit this model's architecture: {first}") from None
+
+
+def load_trainer_state(checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Load weights, optimizer, scheduler and RNG state from `checkpoint`; return its state.json."""
+    checkpoint = Path(checkpoint)
+    load_weights(model, checkpoint)
     trainer = checkpoint / TRAINER_DIR
     state = json.loads((trainer / "state.json").read_text())
     load_optimizer(optimizer, load_file(str(trainer / "optimizer.safetensors")), state["optimizer_param_groups"])

@@ -14,6 +14,17 @@ only decides *which* draws go where:
 
 Disjointness is asserted by sha256 of the program text: no training program is an evaluation
 program, and no evaluation set shares a program with another.
+
+Supervision (`Supervision`) changes only what a training program's text carries and where its
+loss is taken (`TrainingExample.targets`), never the evaluation sets, which are always the standard
+single-query programs:
+- `queries_per_program=N`: the program's own query and answer first, exactly the standard format,
+  then N-1 more `#x: d` lines about other variables (`a=1\nb=a\n#b: 1\n#a: 1`);
+- `line_targets`: at the newline ending each assignment line, the value that line leaves in its
+  variable (predicted through the same output head as the answer);
+- `relabel`: letters and digits renamed by a random permutation per program (the generator's
+  distribution is unchanged); a relabelling that would assign a held-out (letter, digit) pair or
+  produce an evaluation program is drawn again.
 """
 
 from __future__ import annotations
@@ -24,8 +35,8 @@ import itertools
 import re
 from typing import Any, Callable, Iterable
 
-from bindexp.tasks.binding import LETTERS, MAX_HOPS
-from bindexp.tasks.program import Program, TaskError, derive_rng
+from bindexp.tasks.binding import LETTERS, MAX_HOPS, extra_queries, line_values, relabel_binding
+from bindexp.tasks.program import Program, TaskError, derive_rng, run_program
 from bindexp.tasks.registry import DIGITS, make_programs
 
 Pair = tuple[str, str]  # (variable letter, digit)
@@ -36,6 +47,24 @@ _MAX_ATTEMPTS = 1000
 
 class DataError(TaskError):
     """Training data that cannot be drawn as asked (one line, fit for a CLI)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Supervision:
+    """What a training program carries beyond its own answer (see the module docstring)."""
+
+    queries_per_program: int = 1
+    line_targets: bool = False
+    relabel: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingExample:
+    """A training text and its supervised targets: (index of the character whose token predicts
+    the target, the target's text). The program's own answer is always the first target."""
+
+    text: str
+    targets: tuple[tuple[int, str], ...]
 
 
 def text_hash(text: str) -> str:
@@ -75,6 +104,8 @@ class DataSpec:
     train_programs: int | None = None  # finite pool visited once per epoch; None: fresh draws
     n_eval: int = 256  # programs in each evaluation set
     longer_seq_lens: tuple[int, ...] = ()  # generalisation: programs longer than trained
+    n_systematic_test: int = 0  # an extra test set of heuristic-wrong programs only
+    supervision: Supervision = Supervision()
 
     def options(self) -> dict[str, Any]:
         return {"distractor_chains": self.distractor_chains, "max_distractor_depth": self.max_distractor_depth,
@@ -94,6 +125,8 @@ class DataSpec:
             raise DataError(f"train_programs must be at least 1 (or None), got {self.train_programs}")
         if self.n_eval < 1:
             raise DataError(f"n_eval must be at least 1, got {self.n_eval}")
+        if self.supervision.queries_per_program < 1:
+            raise DataError(f"queries_per_program must be at least 1, got {self.supervision.queries_per_program}")
         for hops in self.hops + self.more_hops:
             make_programs("binding", 0, self.seq_len, self.data_seed, hops=hops, **self.options())
         for seq_len in self.longer_seq_lens:
@@ -110,13 +143,16 @@ class ProgramData:
         self.spec = spec
         self.heldout = heldout_pairs(spec.heldout_fraction, spec.data_seed)
         self._pool_order: dict[int, list[int]] = {}
-        self._pool_text: dict[int, str] = {}
+        self._pool_examples: dict[int, TrainingExample] = {}
         self.eval_sets: dict[str, list[Program]] = {}
         clean = self._has_no_heldout_pair
         self._add_eval_set("validation", spec.seq_len, spec.hops, clean)
         self._add_eval_set("test", spec.seq_len, spec.hops, clean)
         if self.heldout:
             self._add_eval_set("heldout", spec.seq_len, spec.hops, lambda p: root_pair(p) in self.heldout)
+        if spec.n_systematic_test:
+            self._add_eval_set("systematic", spec.seq_len, spec.hops, lambda p: clean(p) and not p.meta["heuristic"],
+                               spec.n_systematic_test)
         for seq_len in spec.longer_seq_lens:
             self._add_eval_set(f"longer_len{seq_len}", seq_len, spec.hops, clean)
         for hops in spec.more_hops:
@@ -130,11 +166,12 @@ class ProgramData:
     def _has_no_heldout_pair(self, program: Program) -> bool:
         return not (constant_pairs(program) & self.heldout)
 
-    def _add_eval_set(self, name: str, seq_len: int, hops: Iterable[int], accept: Callable[[Program], bool]) -> None:
+    def _add_eval_set(self, name: str, seq_len: int, hops: Iterable[int], accept: Callable[[Program], bool],
+                      size: int | None = None) -> None:
         taken = {p.text for ps in self.eval_sets.values() for p in ps}
         hops = tuple(hops)
         programs = []
-        for i in range(self.spec.n_eval):
+        for i in range(self.spec.n_eval if size is None else size):
             program = self._draw(f"eval-{name}", i, seq_len, hops[i % len(hops)], accept, taken)
             taken.add(program.text)
             programs.append(program)
@@ -166,25 +203,53 @@ class ProgramData:
         return self._pool_order[epoch][position]
 
     def train_program(self, k: int) -> Program:
-        """The k-th training program of the run (no held-out pair, no evaluation program)."""
+        """The k-th training program of the run (no held-out pair, no evaluation program), relabelled
+        when the supervision asks for it."""
         j = self.source_index(k)
         hops = self.spec.hops[j % len(self.spec.hops)]
         program = self._draw("train", j, self.spec.seq_len, hops, self._has_no_heldout_pair, self._eval_texts)
+        if self.spec.supervision.relabel:
+            program = self._relabelled(program, j)
         if text_hash(program.text) in self.eval_hashes:
             raise AssertionError(f"training program {k} is an evaluation program")
         return program
 
-    def train_text(self, k: int) -> str:
-        """Program k of the stream with its answer appended: what the model is trained on."""
-        j = self.source_index(k)
-        if j in self._pool_text:
-            return self._pool_text[j]
-        program = self.train_program(k)
-        text = program.text + program.answer_text
-        if self.spec.train_programs is not None:
-            self._pool_text[j] = text
-        return text
+    def _relabelled(self, program: Program, j: int) -> Program:
+        for attempt in range(_MAX_ATTEMPTS):
+            relabelled = relabel_binding(program, derive_rng("train-relabel", self.spec.data_seed, j, attempt))
+            if self._has_no_heldout_pair(relabelled) and relabelled.text not in self._eval_texts:
+                return relabelled
+        raise DataError("could not relabel a training program without a held-out pair; lower heldout_fraction")
 
-    def train_texts(self, step: int, batch_size: int) -> list[str]:
+    def train_example(self, k: int) -> TrainingExample:
+        """Program k of the stream with its answer appended, plus what the supervision adds: what
+        the model is trained on."""
+        j = self.source_index(k)
+        if j in self._pool_examples:
+            return self._pool_examples[j]
+        example = supervised_example(self.train_program(k), self.spec.supervision,
+                                     derive_rng("train-queries", self.spec.data_seed, j))
+        if self.spec.train_programs is not None:
+            self._pool_examples[j] = example
+        return example
+
+    def train_examples(self, step: int, batch_size: int) -> list[TrainingExample]:
         """The batch of training step `step` (0-based): programs step*B .. step*B+B-1."""
-        return [self.train_text(step * batch_size + row) for row in range(batch_size)]
+        return [self.train_example(step * batch_size + row) for row in range(batch_size)]
+
+
+def supervised_example(program: Program, supervision: Supervision, rng) -> TrainingExample:
+    """`program` with its answer, the supervision's extra queries and its line targets."""
+    text = program.text + program.answer_text
+    targets = [(len(program.text) - 1, program.answer_text)]
+    if supervision.queries_per_program == 1 and not supervision.line_targets:
+        return TrainingExample(text, tuple(targets))
+    values = run_program(program.code)
+    for name, value in extra_queries(program, values, supervision.queries_per_program - 1, rng):
+        text += f"\n#{name}: "
+        targets.append((len(text) - 1, str(value)))
+        text += str(value)
+    if supervision.line_targets:
+        ends = [i for i, char in enumerate(program.code) if char == "\n"]
+        targets += [(end, str(value)) for end, value in zip(ends, line_values(program, values))]
+    return TrainingExample(text, tuple(targets))

@@ -33,6 +33,8 @@ from bindexp.tasks.registry import DIGITS
 from bindexp.vocab import PHASE_KEYS, STEP_KEY
 
 SYSTEMATIC_THRESHOLD = 0.99
+END_SETS = ("test", "systematic")  # scored once, at the end of training
+DETAILED_SETS = ("validation", "test", "systematic")  # with loss, hops and heuristic groups
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -57,6 +59,8 @@ def set_metrics(lm: LoadedModel, name: str, programs: Sequence[Program], batch_s
                 s.correct for s, p in zip(scores, programs) if p.meta["heuristic"] == wanted]
             metrics[f"{name}/n_heuristic_{label}"] = len(groups[f"{name}/accuracy_heuristic_{label}"])
     for key, correct in groups.items():
+        if not correct:  # a set with no program of this group (the systematic set has no heuristic-right ones)
+            continue
         metrics[key] = _mean(correct)
         if intervals:
             metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = wilson_interval(sum(correct), len(correct))
@@ -66,11 +70,11 @@ def set_metrics(lm: LoadedModel, name: str, programs: Sequence[Program], batch_s
 
 def evaluate_sets(model: Any, tokenizer: Any, eval_sets: dict[str, list[Program]], batch_size: int,
                   names: Sequence[str] | None = None, intervals: bool = False) -> dict[str, float]:
-    """Metrics of `model` on the named sets (default: all but `test`), in eval mode, leaving the
+    """Metrics of `model` on the named sets (default: all but the END_SETS), in eval mode, leaving the
     global RNG state exactly as it was (so evaluating never changes training); `intervals`: see
     `set_metrics`."""
     lm = LoadedModel("training", model, tokenizer, "in-training", model.config.model_type)
-    chosen = [n for n in eval_sets if n != "test"] if names is None else list(names)
+    chosen = [n for n in eval_sets if n not in END_SETS] if names is None else list(names)
     was_training = model.training
     model.eval()
     devices = [next(model.parameters()).device] if next(model.parameters()).is_cuda else []
@@ -78,7 +82,7 @@ def evaluate_sets(model: Any, tokenizer: Any, eval_sets: dict[str, list[Program]
         with torch.random.fork_rng(devices=devices):
             metrics: dict[str, float] = {}
             for name in chosen:
-                detailed = name in ("validation", "test")
+                detailed = name in DETAILED_SETS
                 metrics.update(set_metrics(lm, name, eval_sets[name], batch_size, detailed, intervals))
     finally:
         model.train(was_training)
@@ -100,10 +104,14 @@ def phase_boundaries(history: Sequence[dict[str, Any]], plateau: float) -> dict[
     steps = {
         "heuristic_step": first(uses_heuristic),
         "past_heuristic_step": first(lambda r: past_heuristic(r, plateau)),
-        "systematic_step": first(
-            lambda r: r.get("validation/accuracy_heuristic_wrong", 0.0) > SYSTEMATIC_THRESHOLD),
+        "systematic_step": first(is_systematic),
     }
     return {key: steps[key] for key in PHASE_KEYS}
+
+
+def is_systematic(row: dict[str, Any]) -> bool:
+    """Validation accuracy on heuristic-wrong programs above SYSTEMATIC_THRESHOLD."""
+    return row.get("validation/accuracy_heuristic_wrong", 0.0) > SYSTEMATIC_THRESHOLD
 
 
 def _hits_and_n(row: dict[str, Any], key: str, n_keys: Sequence[str]) -> tuple[int, int] | None:

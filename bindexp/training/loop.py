@@ -1,17 +1,20 @@
-"""One optimisation step at a time: batches, the loss, AdamW with warmup and linear decay.
+"""One optimisation step at a time: batches, the loss, AdamW with warmup and a linear schedule.
 
-The loss is next-token cross-entropy either on the answer digit only (`answer`, what the paper
-trains on) or on every token after BOS (`all`). On CUDA the forward runs under bf16 autocast
-with float32 weights and optimizer state.
+The loss is cross-entropy either on each example's targets (`answer`: the program's answer digit,
+what the paper trains on, plus any extra queries' answers and line targets its supervision adds;
+see `bindexp.training.data.Supervision`) or next-token on every token after BOS (`all`). On CUDA
+the forward runs under bf16 autocast with float32 weights and optimizer state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import torch
+
+from bindexp.training.data import TrainingExample
 
 IGNORE = -100
 LossOn = Literal["answer", "all"]
@@ -26,13 +29,16 @@ class OptimSpec:
     warmup_steps: int = 100
     steps: int = 1000
     grad_clip: float | None = 1.0
+    decay_steps: int | None = None  # None: decay over every step after warmup
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+def lr_factor(step: int, warmup: int, total: int, decay: int | None = None) -> float:
+    """Linear warmup from 0 to 1 over `warmup` steps, constant, then linear decay to 0 at `total`
+    over its last `decay` steps (None: decay from the end of warmup)."""
     if step < warmup:
         return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
+    span = total - warmup if decay is None else min(decay, total - warmup)
+    return max(0.0, min(1.0, (total - step) / max(1, span)))
 
 
 def make_optimizer(model: Any, spec: OptimSpec) -> tuple[torch.optim.Optimizer, Any]:
@@ -42,7 +48,7 @@ def make_optimizer(model: Any, spec: OptimSpec) -> tuple[torch.optim.Optimizer, 
     groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=(spec.beta1, spec.beta2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, spec.warmup_steps, spec.steps))
+        optimizer, lambda step: lr_factor(step, spec.warmup_steps, spec.steps, spec.decay_steps))
     return optimizer, scheduler
 
 
@@ -56,18 +62,28 @@ class Batch:
         return int(self.input_ids.numel())
 
 
-def make_batch(tokenizer: Any, texts: Sequence[str], loss_on: LossOn, device: torch.device) -> Batch:
-    """Tokenize `texts` (each a program followed by its answer) into inputs and shifted labels."""
-    encoded = tokenizer(list(texts), padding=True, return_tensors="pt")
+def make_batch(tokenizer: Any, examples: Sequence[TrainingExample], loss_on: LossOn, device: torch.device) -> Batch:
+    """Tokenize `examples` into inputs and labels: with `answer`, each example's targets at the
+    token of the character that predicts them; with `all`, every next token."""
+    encoded = tokenizer([e.text for e in examples], padding=True, return_tensors="pt", return_offsets_mapping=True)
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    labels = ids[:, 1:].clone()
-    labels[mask[:, 1:] == 0] = IGNORE
-    if loss_on == "answer":
-        last = mask.sum(dim=1) - 2  # the position whose next token is the answer digit
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[torch.arange(len(texts)), last] = True
-        labels[~keep] = IGNORE
+    if loss_on == "all":
+        labels = ids[:, 1:].clone()
+        labels[mask[:, 1:] == 0] = IGNORE
+        return Batch(ids.to(device), labels.to(device))
+    labels = torch.full((len(examples), ids.shape[1] - 1), IGNORE, dtype=ids.dtype)
+    for row, (example, offsets) in enumerate(zip(examples, encoded["offset_mapping"].tolist())):
+        token_of = {end - 1: j for j, (start, end) in enumerate(offsets) if end > start}
+        for char, target in example.targets:
+            labels[row, token_of[char]] = _single_token(tokenizer, target)
     return Batch(ids.to(device), labels.to(device))
+
+
+def _single_token(tokenizer: Any, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"target {text!r} is {len(ids)} tokens; training targets must be one token each")
+    return ids[0]
 
 
 def autocast_for(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -97,3 +113,21 @@ def train_step(model: Any, batch: Batch, optimizer: torch.optim.Optimizer, sched
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def prefetched(make: Callable[[int], Any], steps: Iterable[int]) -> Iterator[tuple[int, Any]]:
+    """(step, make(step)) for each step, making the next step's item in a background thread while
+    the caller uses this one (batches are pure Python work: the thread overlaps them with the
+    previous step's torch work). The items are exactly those of a plain loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    steps = iter(steps)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindexp-batches") as pool:
+        step = next(steps, None)
+        pending = pool.submit(make, step) if step is not None else None
+        while pending is not None:
+            item = pending.result()
+            following = next(steps, None)
+            current, pending = step, (pool.submit(make, following) if following is not None else None)
+            step = following
+            yield current, item
