@@ -144,7 +144,7 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     from bindexp.training.architecture import n_parameters, new_model, program_tokenizer
     from bindexp.training.checkpoint import load_trainer_state, load_weights, record_checkpoint, save_checkpoint
     from bindexp.training.evaluation import END_SETS, evaluate_sets, heuristic_plateau, is_systematic
-    from bindexp.training.loop import make_batch, make_optimizer, prefetched, train_step
+    from bindexp.training.loop import make_batch, make_optimizer, train_step
 
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -190,11 +190,9 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     checkpoint, done, stopped = resume_from, start, False
     loss_sum, loss_n = torch.zeros((), device=device), 0
     bar = tqdm(total=settings.steps, initial=start, disable=not settings.progress, desc="training", unit="step")
-    def batch_of(step: int):
-        return make_batch(tokenizer, data.train_examples(step, settings.batch_size), settings.loss_on, device)
-
     solved = False
-    for step, batch in prefetched(batch_of, range(start, settings.steps)):
+    for step in range(start, settings.steps):
+        batch = make_batch(tokenizer, data.train_examples(step, settings.batch_size), settings.loss_on, device)
         loss_sum += train_step(model, batch, optimizer, scheduler, optim, amp_dtype)
         loss_n += 1
         done = step + 1

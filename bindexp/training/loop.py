@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -114,20 +114,3 @@ def train_step(model: Any, batch: Batch, optimizer: torch.optim.Optimizer, sched
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
 
-
-def prefetched(make: Callable[[int], Any], steps: Iterable[int]) -> Iterator[tuple[int, Any]]:
-    """(step, make(step)) for each step, making the next step's item in a background thread while
-    the caller uses this one (batches are pure Python work: the thread overlaps them with the
-    previous step's torch work). The items are exactly those of a plain loop."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    steps = iter(steps)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bindexp-batches") as pool:
-        step = next(steps, None)
-        pending = pool.submit(make, step) if step is not None else None
-        while pending is not None:
-            item = pending.result()
-            following = next(steps, None)
-            current, pending = step, (pool.submit(make, following) if following is not None else None)
-            step = following
-            yield current, item
