@@ -9,7 +9,7 @@ import argparse
 import collections
 
 from bindexp.tasks import TaskError, make_programs, task_names
-from bindexp.tasks.binding import MAX_HOPS
+from bindexp.tasks import MAX_HOPS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -11,14 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bindexp.tasks import TaskError, get_task, make_programs, task_names
-from bindexp.tasks import tracing
+from bindexp.tasks.counter import counter_program
+from bindexp.tasks.tracing import generators as tracing
 
 GENERATORS = {
     "loop": tracing.loop_program,
     "loop_unrolled": tracing.loop_unrolled_program,
     "varying_increments": tracing.varying_increments_program,
     "arithmetic_sequence": tracing.arithmetic_sequence_program,
-    "counter": tracing.counter_program,
+    "counter": counter_program,
     "fibonacci": tracing.fibonacci_program,
     "exception": tracing.exception_program,
     "boolean": tracing.boolean_program,

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, Settings
 from bindexp.errors import BindexpError
 from bindexp.interventions.methods import METHOD_NAMES
 from bindexp.vocab import Dtype, GridColumns, Quantization, Scoring, Site, WandbMode
-from bindexp.tasks.binding import MAX_HOPS
+from bindexp.tasks import MAX_HOPS
 from bindexp.tasks.registry import get_task, patchable_tasks
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from bindexp.runs.settings import RunSettings
-from bindexp.tasks.binding import MAX_HOPS
+from bindexp.tasks import MAX_HOPS
 
 PRESETS: dict[str, dict[str, Any]] = {
     # arXiv 2505.20896: 12 layers, 8 heads of 64, d 512, RoPE, 17-line programs (16 assignments +

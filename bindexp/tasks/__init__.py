@@ -1,6 +1,12 @@
-"""Task layer: programs, counterfactuals, prompts and answer parsing. Pure Python."""
+"""Task layer: programs, counterfactuals, prompts and answer parsing. Pure Python.
 
-from bindexp.tasks.binding import BindingOptions, analyse_binding, binding_program, render_binding
+Each built-in task is a package (`binding/`, `counter/`, `tracing/`) whose `spec.py` builds its
+`TaskSpec`; the registry lists them, and generic code asks the spec, never a task's name.
+"""
+
+from bindexp.tasks.binding import MAX_HOPS, BindingOptions, analyse_binding, binding_program, render_binding
+from bindexp.tasks.counter import analyse_counter
+from bindexp.tasks.interface import TaskSpec
 from bindexp.tasks.program import Program, TaskError, execute_query
 from bindexp.tasks.prompts import (
     build_prompt,
@@ -11,11 +17,11 @@ from bindexp.tasks.prompts import (
     render_chat,
     template_names,
 )
-from bindexp.tasks.interface import TaskSpec
-from bindexp.tasks.registry import get_task, make_programs, register_task, task_names
-from bindexp.tasks.tracing import analyse_counter
+from bindexp.tasks.registry import DEFAULT_TASK, get_task, make_programs, register_task, task_names
 
 __all__ = [
+    "DEFAULT_TASK",
+    "MAX_HOPS",
     "BindingOptions",
     "Program",
     "TaskError",

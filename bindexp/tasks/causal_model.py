@@ -1,33 +1,31 @@
 """A declared causal model of a task: the hypothesis `locate` tests, as plain data.
 
-    model = causal_model("binding")
-    model.variables                       # query, pointer<k>, value
+    model = causal_model(task)
+    model.variables_of(program)           # the hypothesis' variables for this program
     model.variable_of(pair)               # which variable the pair's counterfactual interchanges
     model.predict(pair)                   # the output the hypothesis predicts under that interchange
 
-Binding (after arXiv 2505.20896): the model reads the *query* variable's name, follows the chain
-one hop at a time -- at chain line k (k >= 2) it reads the *pointer* variable named on that line's
-right-hand side -- and outputs the *value*, the root constant. A counterfactual kind intervenes on
-one variable: root_value on the value, query_chain on the query variable, chain_link on the pointer
-of the hop it edits; distractor_value on none (a control: the output must not change).
+A task declares its causal model on its `TaskSpec` (`causal_model=`); a counterfactual kind
+intervenes on one variable (or on none: a control, whose output must not change).
 
 Interchanging variable V takes V's value from the counterfactual program and keeps the rest of
-the original; the prediction is what the causal model outputs then, computed here by running the
-original program's lines with that one variable replaced (never by reading the counterfactual's
-answer). For the single-edit binding kinds it equals the counterfactual's answer; the tests check
-that against Python's own execution.
+the original; the prediction is what the causal model outputs then, computed by the task's own
+walk over the original program with that one variable replaced (never by reading the
+counterfactual's answer).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program, TaskError
 
+if TYPE_CHECKING:
+    from bindexp.tasks.counterfactuals import CounterfactualPair
+
 CONTROL = "none"  # the variable of a control counterfactual: none is interchanged
+FAMILY = "pointer"  # an intervention naming a family of variables, resolved per pair by `pointer_of`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,13 +35,14 @@ class CausalVariable:
     name: str
     description: str
     role: str  # the token role holding the variable in the program text (a `Program.spans` key)
+    family: str | None = None  # the family an intervention may name instead (e.g. pointer)
 
 
 @dataclasses.dataclass(frozen=True)
 class CausalModel:
-    """variables_of(program): the variables of that program (binding: pointers depend on hops).
-    interventions: counterfactual kind -> the variable it interchanges (a name, the family
-        "pointer" resolved per pair by `pointer_of`, or CONTROL).
+    """variables_of(program): the variables of that program (they may depend on it).
+    interventions: counterfactual kind -> the variable it interchanges (a name, a family resolved
+        per pair by `pointer_of`, or CONTROL).
     output(program, variable, value): the hypothesis' output for `program` with `variable` set to
         `value` (variable None: no intervention)."""
 
@@ -66,7 +65,7 @@ class CausalModel:
             raise TaskError(f"the {self.task} causal model maps no variable to counterfactual {pair.kind!r}; "
                             f"it maps {', '.join(self.interventions)}")
         name = self.interventions[pair.kind]
-        return self.pointer_of(pair) if name == "pointer" and self.pointer_of else name
+        return self.pointer_of(pair) if name == FAMILY and self.pointer_of else name
 
     def interchanged_value(self, pair: CounterfactualPair, name: str) -> str:
         """The variable's value in the counterfactual: its text at the original's span of the
@@ -86,88 +85,19 @@ class CausalModel:
         """The declaration for one program as rows: variable, role, description, counterfactuals."""
         return [{"variable": v.name, "role": v.role, "description": v.description,
                  "counterfactuals": ", ".join(k for k, name in self.interventions.items()
-                                              if name == v.name or (name == "pointer" and _POINTER.match(v.name)))}
+                                              if name == v.name or (name == FAMILY and v.family == FAMILY))}
                 for v in self.variables_of(program)]
-
-
-# ---------------------------------------------------------------- binding
-
-_POINTER = re.compile(r"^pointer(\d+)$")
-_LINE = re.compile(r"^([a-z]) ?= ?([a-z0-9])$")
-
-
-def _binding_variables(program: Program) -> list[CausalVariable]:
-    hops = program.meta["hops"]
-    return ([CausalVariable("query", "the queried variable's name", "query_var")]
-            + [CausalVariable(f"pointer{k}", f"the variable chain line {k} copies (hop {k} of {hops})", f"chain{k}_rhs")
-               for k in range(hops, 1, -1)]
-            + [CausalVariable("value", "the root constant carried up the chain", "root_value")])
-
-
-def _values(lines: Sequence[str]) -> dict[str, int]:
-    """Each variable's value after `lines`, by the hypothesis' own walk (no Python execution)."""
-    env: dict[str, int] = {}
-    for line in lines:
-        match = _LINE.match(line)
-        if not match:
-            raise TaskError(f"not a binding line: {line!r}")
-        lhs, rhs = match.groups()
-        env[lhs] = int(rhs) if rhs.isdigit() else env[rhs]
-    return env
-
-
-def _binding_output(program: Program, variable: str | None, value: Any) -> Any:
-    """The answer with one variable of the chain set to `value`."""
-    lines = program.text.split("\n")[:-1]
-    if variable is None:
-        return _values(lines)[program.query_var]
-    if variable == "value":
-        return int(value)
-    if variable == "query":
-        return _values(lines).get(str(value))
-    match = _POINTER.match(variable)
-    if not match:
-        raise TaskError(f"unknown binding variable {variable!r}")
-    hop = int(match.group(1))
-    if not 2 <= hop <= program.meta["hops"]:
-        raise TaskError(f"this program has no pointer at hop {hop}")
-    before = _values(lines[: program.meta["chain_lines"][hop - 1]])  # what the pointer can read there
-    if str(value) not in before:
-        raise TaskError(f"pointer {value!r} names no variable assigned before chain line {hop}")
-    return before[str(value)]  # carried unchanged up the rest of the chain
-
-
-def _chain_link_pointer(pair: CounterfactualPair) -> str:
-    for role, (start, _) in pair.original.spans.items():
-        match = re.fullmatch(r"chain(\d+)_rhs", role)
-        if match and start == pair.changed_at and int(match.group(1)) >= 2:
-            return f"pointer{match.group(1)}"
-    raise TaskError("a chain_link pair's edit is not on a chain line's right-hand side")
-
-
-BINDING_CAUSAL_MODEL = CausalModel(
-    task="binding",
-    describe="read the query's name, follow the pointer at each hop down the chain, output the root value",
-    variables_of=_binding_variables,
-    interventions={"root_value": "value", "query_chain": "query", "chain_link": "pointer",
-                   "distractor_value": CONTROL},
-    output=_binding_output,
-    pointer_of=_chain_link_pointer,
-)
-
-_MODELS: dict[str, CausalModel] = {"binding": BINDING_CAUSAL_MODEL}
 
 
 def causal_model(task: str) -> CausalModel:
     """The declared causal model of `task`."""
-    if task not in _MODELS:
-        raise TaskError(f"task {task!r} declares no causal model; tasks with one: {', '.join(sorted(_MODELS))}")
-    return _MODELS[task]
+    from bindexp.tasks.registry import get_task, task_names
 
-
-def register_causal_model(model: CausalModel) -> None:
-    """Declare (or replace) the causal model of `model.task`."""
-    _MODELS[model.task] = model
+    model = get_task(task).causal_model
+    if model is None:
+        declared = [name for name in task_names() if get_task(name).causal_model is not None]
+        raise TaskError(f"task {task!r} declares no causal model; tasks with one: {', '.join(declared)}")
+    return model
 
 
 def group_by_variable(model: CausalModel, pairs: Sequence[CounterfactualPair]) -> dict[str, list[CounterfactualPair]]:

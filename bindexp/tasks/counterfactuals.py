@@ -1,5 +1,5 @@
 """Counterfactual pairs: the same program with one thing changed, as the program's task declares
-(`TaskSpec.counterfactuals`; the built-in edits are in `bindexp.tasks.edits`).
+(`TaskSpec.counterfactuals`; a built-in task's edits are in `bindexp.tasks.<task>.counterfactuals`).
 """
 
 from __future__ import annotations
@@ -7,12 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from bindexp.tasks.edits import BINDING_COUNTERFACTUALS, replace_char
+from bindexp.tasks.edits import replace_char
 from bindexp.tasks.program import Program, TaskError, derive_rng
-from bindexp.tasks.registry import get_task, make_programs
-
-KINDS = tuple(BINDING_COUNTERFACTUALS)  # binding's kinds, the default task's
-CHANGES_ANSWER = {name: kind.changes_answer for name, kind in BINDING_COUNTERFACTUALS.items()}
+from bindexp.tasks.registry import DEFAULT_TASK, get_task, make_programs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +66,7 @@ def make_pairs(
     seq_len: int,
     seed: int,
     *,
-    task: str = "binding",
+    task: str = DEFAULT_TASK,
     exclude: frozenset[str] | set[str] = frozenset(),
     keep: Callable[[CounterfactualPair], bool] | None = None,
     **options: Any,

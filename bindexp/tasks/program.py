@@ -298,3 +298,23 @@ def derive_rng(*parts: object) -> random.Random:
     """
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def finish_program(task: str, lines: list[str], query_var: str, length: int, **meta) -> Program:
+    """Append the query comment, run the code for the answer, and record the basic spans."""
+    text = "\n".join(lines) + f"\n#{query_var}: "
+    query_at = len(text) - len(query_var) - 2
+    return Program(
+        task=task,
+        text=text,
+        answer=execute_query(text, query_var),
+        query_var=query_var,
+        seq_len=length,
+        spans={"query_var": (query_at, query_at + len(query_var)), "final": (len(text) - 1, len(text))},
+        meta={"length": length, **meta},
+    )
+
+
+def check_length(length: int, minimum: int = 1) -> None:
+    if length < minimum:
+        raise TaskError(f"length must be at least {minimum}, got {length}")

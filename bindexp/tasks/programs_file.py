@@ -1,7 +1,7 @@
 """Reading a programs file (JSON Lines, as `scripts/find_robust.py` writes) without trusting it.
 
-Nothing a file states is believed: every program is parsed (binding programs by `analyse_binding`,
-others by the syntax whitelist of `check_program_syntax`) before any of it runs, and every answer,
+Nothing a file states is believed: every program is parsed (by its task's analyser where it has
+one, `TaskSpec.analyse`, else by the syntax whitelist of `check_program_syntax`) before any of it runs, and every answer,
 span and fact is recomputed; a line that disagrees rejects the whole file, naming `file:line`.
 What the file contributes is which programs to use, in which order, and the prompt settings they
 were found with (`PromptSettings`). Every problem is a TaskError of one line. Pure Python.
@@ -12,11 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from bindexp.tasks.binding import BindingOptions, analyse_binding
 from bindexp.tasks.program import Program, TaskError, execute_query
-from bindexp.tasks.tracing import analyse_counter
 from bindexp.tasks.registry import get_task
 
 MAX_PROGRAM_CHARS = 10_000  # far above any generated program; bounds the work one line can ask for
@@ -41,15 +39,6 @@ _OPTIONAL: dict[str, tuple[tuple[type, ...], str]] = {
     "meta": ((dict,), "an object"),
     "index": ((int,), "an integer"),
 }
-
-# the task options a file records (find_robust writes ProgramSettings.task_options())
-_BINDING_OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
-    "distractor_chains": ((int, type(None)), "an integer or null"),
-    "max_distractor_depth": ((int,), "an integer"),
-    "rebinding": ((bool,), "true or false"),
-    "spacing": ((str,), "a string"),
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class PromptSettings:
@@ -164,17 +153,16 @@ def _check_types(line: dict[str, Any], where: str) -> None:
 def _checked_program(line: dict[str, Any], where: str) -> Program:
     """The line's program, every label recomputed from its text; refuse a line that states otherwise."""
     try:
-        task = get_task(line["task"]).name
-        program = _ANALYSERS.get(task, _generic_program)(line)
+        spec = get_task(line["task"])
+        program = spec.analyse(line["program"], line["seq_len"]) if spec.analyse else _generic_program(line)
     except TaskError as err:
         raise TaskError(f"{where}: program {err}") from None
-    if task == "binding":
-        body_lines = line["program"].count("\n")
-        if body_lines != line["seq_len"]:
-            raise TaskError(f"{where}: seq_len is {line['seq_len']} but the program has {body_lines} lines")
-        if line["hops"] != program.meta["hops"]:
-            raise TaskError(f"{where}: hops is {line['hops']} but the program's query is {program.meta['hops']} "
-                            "hops from its constant")
+    task = spec.name
+    if spec.check_file_line is not None:
+        try:
+            spec.check_file_line(line, program)
+        except TaskError as err:
+            raise TaskError(f"{where}: {err}") from None
     elif line["hops"] is not None:
         raise TaskError(f"{where}: hops is {line['hops']} but {task} programs have no hops (null)")
     stated = {"query_var": line["query_var"], "answer": line["answer"]}
@@ -211,26 +199,21 @@ def _generic_program(line: dict[str, Any]) -> Program:
                    spans={"query_var": (query_at, query_at + len(query_var)), "final": (len(text) - 1, len(text))})
 
 
-# task -> the line's program derived from its text alone (roles, facts and answer by Python's semantics)
-_ANALYSERS: dict[str, Callable[[dict[str, Any]], Program]] = {
-    "binding": lambda line: analyse_binding(line["program"], seq_len=line["seq_len"]),
-    "counter": lambda line: analyse_counter(line["program"], line["seq_len"]),
-}
-
-
 def _prompt(line: dict[str, Any], where: str) -> PromptSettings:
     options = line["options"]
-    if line["task"] == "binding":
-        unknown = sorted(set(options) - set(_BINDING_OPTIONS))
+    spec = get_task(line["task"])
+    if spec.file_options is not None:
+        unknown = sorted(set(options) - set(spec.file_options))
         if unknown:
-            raise TaskError(f"{where}: options has unknown key {unknown[0]!r}; binding options are "
-                            f"{sorted(_BINDING_OPTIONS)}")
+            raise TaskError(f"{where}: options has unknown key {unknown[0]!r}; {spec.name} options are "
+                            f"{sorted(spec.file_options)}")
         for key, value in options.items():
-            types, name = _BINDING_OPTIONS[key]
+            types, name = spec.file_options[key]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise TaskError(f"{where}: options {key!r} must be {name}, got {_json_type(value)}")
+        axes = {axis: line[axis] for axis in spec.axes if axis != "seq_len"}  # e.g. hops
         try:
-            BindingOptions(**options, hops=line["hops"]).check(line["seq_len"])
+            spec.options(**options, **axes).check(line["seq_len"])
         except TaskError as err:
             raise TaskError(f"{where}: options: {err}") from None
     elif options:

@@ -7,10 +7,8 @@ import re
 from random import Random
 from typing import Any, Callable
 
-from bindexp.tasks import tracing
-from bindexp.tasks.binding import BindingOptions, binding_program, binding_roles, reanalyse_binding
-from bindexp.tasks.edits import BINDING_COUNTERFACTUALS, COUNTER_COUNTERFACTUALS
-from bindexp.tasks.interface import BOOLEANS, DIGITS, TaskSpec
+from bindexp.tasks import binding, counter, tracing
+from bindexp.tasks.interface import TaskSpec
 from bindexp.tasks.program import Answer, Program, TaskError, derive_rng, execute_query
 
 # A researcher's generator: (length, rng) -> (program text, answer) or (text, answer, metadata).
@@ -20,6 +18,7 @@ _QUERY_LINE = re.compile(r"\n?#([A-Za-z_][A-Za-z_0-9]*): ?$")
 
 
 _TASKS: dict[str, TaskSpec] = {}
+DEFAULT_TASK = "binding"  # what a run draws unless told otherwise
 
 
 def register_task(
@@ -121,22 +120,19 @@ def _builtin(spec: TaskSpec) -> None:
     _TASKS[spec.name] = spec
 
 
-_builtin(TaskSpec("binding", binding_program, DIGITS, int, BindingOptions, axes=("hops", "seq_len"),
-                  counterfactuals=BINDING_COUNTERFACTUALS, reanalyse=reanalyse_binding, pair_candidates=DIGITS,
-                  role_columns=binding_roles, value_role="root_value"))
-_builtin(TaskSpec("loop", tracing.loop_program))
-_builtin(TaskSpec("loop_unrolled", tracing.loop_unrolled_program))
-_builtin(TaskSpec("varying_increments", tracing.varying_increments_program))
-_builtin(TaskSpec("arithmetic_sequence", tracing.arithmetic_sequence_program))
-_builtin(TaskSpec("counter", tracing.counter_program, counterfactuals=COUNTER_COUNTERFACTUALS,
-                  reanalyse=lambda program, text: tracing.analyse_counter(text, program.seq_len),
-                  pair_candidates=DIGITS, role_columns=tracing.counter_roles, value_role="target"))
-_builtin(TaskSpec("fibonacci", tracing.fibonacci_program))
-_builtin(TaskSpec("exception", tracing.exception_program))
-_builtin(TaskSpec("boolean", tracing.boolean_program, BOOLEANS, bool))
+# the built-in tasks: one line per task package
+_builtin(binding.TASK)
+_builtin(counter.TASK)
+for _spec in tracing.TASKS:
+    _builtin(_spec)
 _BUILTIN_NAMES = frozenset(_TASKS)
 
 
 def patchable_tasks() -> list[str]:
     """Tasks that declare counterfactual kinds."""
     return sorted(name for name, spec in _TASKS.items() if spec.counterfactuals)
+
+
+def trainable_tasks() -> list[str]:
+    """Tasks that declare what training from scratch needs."""
+    return sorted(name for name, spec in _TASKS.items() if spec.training is not None)

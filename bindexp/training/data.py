@@ -1,10 +1,11 @@
-"""Training data: the paper's distribution of binding programs, split with no overlap.
+"""Training data: a task's distribution of programs (the paper's binding programs), split with no overlap.
 
-Pure Python (tasks only). Every program is drawn by `make_programs("binding", ...)`; this module
-only decides *which* draws go where:
+Pure Python (tasks only). Every program is drawn by `make_programs(task, ...)`; this module only
+decides *which* draws go where, asking the task's `TrainingSupport` what it cannot know itself:
 
-- held-out combinations: a seeded share of the 260 (variable letter, digit) pairs never appear as
-  `x = d` in a training program; the `heldout` set holds programs whose chain root is such a pair;
+- held-out combinations: a seeded share of the task's (variable, constant) pairs (binding: the 260
+  (letter, digit) pairs) never appear as `x = d` in a training program; the `heldout` set holds
+  programs whose chain root is such a pair;
 - fixed evaluation sets (validation, test, held-out, longer programs, more hops than trained),
   each disjoint from the others;
 - the training stream: program k of the run is a pure function of (data settings, k), so a
@@ -31,17 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
-import re
 from typing import Any, Callable, Iterable
 
-from bindexp.tasks.binding import LETTERS, MAX_HOPS, extra_queries, line_values, relabel_binding
+from bindexp.tasks.interface import TrainingSupport
 from bindexp.tasks.program import Program, TaskError, derive_rng, run_program
-from bindexp.tasks.registry import DIGITS, make_programs
+from bindexp.tasks.registry import DEFAULT_TASK, get_task, make_programs
 
-Pair = tuple[str, str]  # (variable letter, digit)
-ALL_PAIRS: tuple[Pair, ...] = tuple(itertools.product(LETTERS, DIGITS))
-_CONSTANT_LINE = re.compile(r"^([a-z]) ?= ?([0-9])$", re.MULTILINE)
+Pair = tuple[str, str]  # (variable, constant)
 _MAX_ATTEMPTS = 1000
 
 
@@ -71,23 +68,21 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def heldout_pairs(fraction: float, data_seed: int) -> frozenset[Pair]:
-    """A seeded `fraction` of all (letter, digit) pairs, the same for the same seed."""
+def training_support(task: str) -> TrainingSupport:
+    """What training on `task` needs (DataError for a task that declares none)."""
+    support = get_task(task).training
+    if support is None:
+        raise DataError(f"task {task!r} cannot be trained on: it declares no training support")
+    return support
+
+
+def heldout_pairs(fraction: float, data_seed: int, task: str = DEFAULT_TASK) -> frozenset[Pair]:
+    """A seeded `fraction` of the task's (variable, constant) pairs, the same for the same seed."""
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"heldout_fraction must be in [0, 1), got {fraction}")
-    pairs = list(ALL_PAIRS)
+    pairs = list(training_support(task).pairs)
     derive_rng("heldout-pairs", data_seed).shuffle(pairs)
     return frozenset(pairs[: round(fraction * len(pairs))])
-
-
-def constant_pairs(program: Program) -> set[Pair]:
-    """Every (letter, digit) a line of `program` assigns as a constant (`x = d`)."""
-    return set(_CONSTANT_LINE.findall(program.code))
-
-
-def root_pair(program: Program) -> Pair:
-    """The (letter, digit) of the query chain's constant line."""
-    return program.span_text("chain1_lhs"), program.span_text("root_value")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +101,7 @@ class DataSpec:
     longer_seq_lens: tuple[int, ...] = ()  # generalisation: programs longer than trained
     n_systematic_test: int = 0  # an extra test set of heuristic-wrong programs only
     supervision: Supervision = Supervision()
+    task: str = DEFAULT_TASK  # a task that declares training support
 
     def options(self) -> dict[str, Any]:
         return {"distractor_chains": self.distractor_chains, "max_distractor_depth": self.max_distractor_depth,
@@ -113,9 +109,9 @@ class DataSpec:
 
     @property
     def more_hops(self) -> tuple[int, ...]:
-        """Generalisation: chain lengths the generator makes (up to MAX_HOPS and seq_len) that
+        """Generalisation: chain lengths the generator makes (up to its max_hops and seq_len) that
         training never shows."""
-        return tuple(h for h in range(max(self.hops) + 1, min(MAX_HOPS, self.seq_len) + 1))
+        return tuple(h for h in range(max(self.hops) + 1, min(training_support(self.task).max_hops, self.seq_len) + 1))
 
     def check(self) -> None:
         """Raise DataError if some set cannot be drawn; draws nothing expensive."""
@@ -128,11 +124,11 @@ class DataSpec:
         if self.supervision.queries_per_program < 1:
             raise DataError(f"queries_per_program must be at least 1, got {self.supervision.queries_per_program}")
         for hops in self.hops + self.more_hops:
-            make_programs("binding", 0, self.seq_len, self.data_seed, hops=hops, **self.options())
+            make_programs(self.task, 0, self.seq_len, self.data_seed, hops=hops, **self.options())
         for seq_len in self.longer_seq_lens:
             for hops in self.hops:
-                make_programs("binding", 0, seq_len, self.data_seed, hops=hops, **self.options())
-        heldout_pairs(self.heldout_fraction, self.data_seed)
+                make_programs(self.task, 0, seq_len, self.data_seed, hops=hops, **self.options())
+        heldout_pairs(self.heldout_fraction, self.data_seed, self.task)
 
 
 class ProgramData:
@@ -141,7 +137,8 @@ class ProgramData:
     def __init__(self, spec: DataSpec):
         spec.check()
         self.spec = spec
-        self.heldout = heldout_pairs(spec.heldout_fraction, spec.data_seed)
+        self.support = training_support(spec.task)
+        self.heldout = heldout_pairs(spec.heldout_fraction, spec.data_seed, spec.task)
         self._pool_order: dict[int, list[int]] = {}
         self._pool_examples: dict[int, TrainingExample] = {}
         self.eval_sets: dict[str, list[Program]] = {}
@@ -149,7 +146,7 @@ class ProgramData:
         self._add_eval_set("validation", spec.seq_len, spec.hops, clean)
         self._add_eval_set("test", spec.seq_len, spec.hops, clean)
         if self.heldout:
-            self._add_eval_set("heldout", spec.seq_len, spec.hops, lambda p: root_pair(p) in self.heldout)
+            self._add_eval_set("heldout", spec.seq_len, spec.hops, lambda p: self.support.root_pair(p) in self.heldout)
         if spec.n_systematic_test:
             self._add_eval_set("systematic", spec.seq_len, spec.hops, lambda p: clean(p) and not p.meta["heuristic"],
                                spec.n_systematic_test)
@@ -164,7 +161,7 @@ class ProgramData:
         self._eval_texts = frozenset(p.text for ps in self.eval_sets.values() for p in ps)
 
     def _has_no_heldout_pair(self, program: Program) -> bool:
-        return not (constant_pairs(program) & self.heldout)
+        return not (self.support.constant_pairs(program) & self.heldout)
 
     def _add_eval_set(self, name: str, seq_len: int, hops: Iterable[int], accept: Callable[[Program], bool],
                       size: int | None = None) -> None:
@@ -181,7 +178,7 @@ class ProgramData:
               accept: Callable[[Program], bool], exclude: frozenset[str] | set[str]) -> Program:
         """The first accepted draw of sub-stream (stream, index): a pure function of its arguments."""
         for attempt in range(_MAX_ATTEMPTS):
-            (program,) = make_programs("binding", 1, seq_len, self.spec.data_seed, stream=f"{stream}:{index}:{attempt}",
+            (program,) = make_programs(self.spec.task, 1, seq_len, self.spec.data_seed, stream=f"{stream}:{index}:{attempt}",
                                        exclude=exclude, hops=hops, **self.spec.options())
             if accept(program):
                 return program
@@ -216,7 +213,7 @@ class ProgramData:
 
     def _relabelled(self, program: Program, j: int) -> Program:
         for attempt in range(_MAX_ATTEMPTS):
-            relabelled = relabel_binding(program, derive_rng("train-relabel", self.spec.data_seed, j, attempt))
+            relabelled = self.support.relabel(program, derive_rng("train-relabel", self.spec.data_seed, j, attempt))
             if self._has_no_heldout_pair(relabelled) and relabelled.text not in self._eval_texts:
                 return relabelled
         raise DataError("could not relabel a training program without a held-out pair; lower heldout_fraction")
@@ -228,7 +225,7 @@ class ProgramData:
         if j in self._pool_examples:
             return self._pool_examples[j]
         example = supervised_example(self.train_program(k), self.spec.supervision,
-                                     derive_rng("train-queries", self.spec.data_seed, j))
+                                     derive_rng("train-queries", self.spec.data_seed, j), self.support)
         if self.spec.train_programs is not None:
             self._pool_examples[j] = example
         return example
@@ -238,18 +235,21 @@ class ProgramData:
         return [self.train_example(step * batch_size + row) for row in range(batch_size)]
 
 
-def supervised_example(program: Program, supervision: Supervision, rng) -> TrainingExample:
-    """`program` with its answer, the supervision's extra queries and its line targets."""
+def supervised_example(program: Program, supervision: Supervision, rng,
+                       support: TrainingSupport | None = None) -> TrainingExample:
+    """`program` with its answer, the supervision's extra queries and its line targets (`support`:
+    the program's task's, by default)."""
     text = program.text + program.answer_text
     targets = [(len(program.text) - 1, program.answer_text)]
     if supervision.queries_per_program == 1 and not supervision.line_targets:
         return TrainingExample(text, tuple(targets))
+    support = support or training_support(program.task)
     values = run_program(program.code)
-    for name, value in extra_queries(program, values, supervision.queries_per_program - 1, rng):
+    for name, value in support.extra_queries(program, values, supervision.queries_per_program - 1, rng):
         text += f"\n#{name}: "
         targets.append((len(text) - 1, str(value)))
         text += str(value)
     if supervision.line_targets:
         ends = [i for i, char in enumerate(program.code) if char == "\n"]
-        targets += [(end, str(value)) for end, value in zip(ends, line_values(program, values))]
+        targets += [(end, str(value)) for end, value in zip(ends, support.line_values(program, values))]
     return TrainingExample(text, tuple(targets))

@@ -24,19 +24,16 @@ Definitions used throughout bindexp:
 from __future__ import annotations
 
 import dataclasses
-import re
 import string
 from random import Random
 from typing import Literal, Sequence
 
-from bindexp.tasks.program import Program, Span, TaskError, execute_query, run_program
+from bindexp.tasks.binding.analyser import analyse_binding
+from bindexp.tasks.program import Program, TaskError
 
-LETTERS = string.ascii_lowercase
+LETTERS = string.ascii_lowercase  # the variables
 MAX_HOPS = 4
 Spacing = Literal["spaced", "compact"]
-
-_LINE = re.compile(r"^([a-z]) ?= ?([a-z0-9])$")
-_QUERY = re.compile(r"^#([a-z]): $")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,151 +151,3 @@ def _assign_names(
 def render_binding(lines: list[tuple[str, str]], query_var: str, spacing: Spacing = "spaced") -> str:
     sep = " = " if spacing == "spaced" else "="
     return "".join(f"{lhs}{sep}{rhs}\n" for lhs, rhs in lines) + f"#{query_var}: "
-
-
-def analyse_binding(text: str, *, seq_len: int | None = None) -> Program:
-    """Parse any binding program and derive its chain, spans and labels by Python's semantics.
-
-    Works for generated and hand-written programs alike (one line per assignment, query last).
-    """
-    *body, query = text.split("\n")
-    match = _QUERY.match(query)
-    if not match:
-        raise TaskError(f"a binding program must end with a query line like '#a: ', got {query!r}")
-    query_var = match.group(1)
-    parsed = []
-    for number, line in enumerate(body, 1):
-        m = _LINE.match(line)
-        if not m:
-            raise TaskError(f"line {number} is not a binding line ('a = 3' or 'a = b'): {line!r}")
-        parsed.append(m.groups())
-
-    # parent[i]: the line whose value line i copies (None for constants), by sequential semantics.
-    last_def: dict[str, int] = {}
-    parent: list[int | None] = []
-    for i, (lhs, rhs) in enumerate(parsed):
-        if rhs.isdigit():
-            parent.append(None)
-        elif rhs in last_def:
-            parent.append(last_def[rhs])
-        else:
-            raise TaskError(f"line {i + 1} reads {rhs!r} before it is assigned")
-        last_def[lhs] = i
-    if query_var not in last_def:
-        raise TaskError(f"the query variable {query_var!r} is never assigned")
-
-    chain = [last_def[query_var]]
-    while parent[chain[-1]] is not None:
-        chain.append(parent[chain[-1]])
-    chain.reverse()  # root first
-
-    starts = [0]
-    for line in body:
-        starts.append(starts[-1] + len(line) + 1)
-    spans: dict[str, Span] = {}
-    for depth, i in enumerate(chain, 1):
-        lhs_at, rhs_at = starts[i], starts[i] + len(body[i]) - 1
-        spans[f"chain{depth}_lhs"] = (lhs_at, lhs_at + 1)
-        spans[f"chain{depth}_rhs"] = (rhs_at, rhs_at + 1)
-    spans["root_value"] = spans["chain1_rhs"]
-    distractor_roots = [i for i, p in enumerate(parent) if p is None and i != chain[0]]
-    for j, i in enumerate(distractor_roots, 1):
-        rhs_at = starts[i] + len(body[i]) - 1
-        spans[f"distractor{j}_value"] = (rhs_at, rhs_at + 1)
-    spans["query_var"] = (starts[-1] + 1, starts[-1] + 2)
-    spans["final"] = (len(text) - 1, len(text))
-
-    answer = execute_query(text, query_var)
-    constants = [int(rhs) if rhs.isdigit() else None for _, rhs in parsed[:2]] + [None, None]
-    line1_value, line2_value = constants[0], constants[1]
-    return Program(
-        task="binding",
-        text=text,
-        answer=answer,
-        query_var=query_var,
-        seq_len=len(body) if seq_len is None else seq_len,
-        spans=spans,
-        meta={
-            "hops": len(chain),
-            "chain_lines": chain,
-            "distractor_lines": [i for i in range(len(body)) if i not in chain],
-            "distractor_depths": sorted(_tree_depths(parent, distractor_roots)),
-            "rebound_lines": _rebound_lines(parsed),
-            "line1_value": line1_value,
-            "line2_value": line2_value,
-            "heuristic_line1": line1_value == answer,
-            "heuristic_line2": line2_value == answer,
-            "heuristic": answer in (line1_value, line2_value),
-        },
-    )
-
-
-def _tree_depths(parent: list[int | None], roots: list[int]) -> list[int]:
-    depth = [0] * len(parent)
-    for i, p in enumerate(parent):  # parents always come before children
-        depth[i] = 1 if p is None else depth[p] + 1
-    root_of = list(range(len(parent)))
-    for i, p in enumerate(parent):
-        if p is not None:
-            root_of[i] = root_of[p]
-    return [max(depth[i] for i in range(len(parent)) if root_of[i] == r) for r in roots]
-
-
-def _rebound_lines(parsed: list[tuple[str, str]]) -> list[int]:
-    seen: set[str] = set()
-    rebound = []
-    for i, (lhs, _) in enumerate(parsed):
-        if lhs in seen:
-            rebound.append(i)
-        seen.add(lhs)
-    return rebound
-
-
-def role_columns(hops: int) -> list[str]:
-    """Role-grid columns in reading order: the chain line by line, a distractor constant, the query."""
-    columns = ["chain1_lhs", "root_value"]
-    for depth in range(2, hops + 1):
-        columns += [f"chain{depth}_lhs", f"chain{depth}_rhs"]
-    return columns + ["distractor1_value", "query_var", "final"]
-
-
-def binding_roles(programs: Sequence[Program]) -> list[str]:
-    """The role columns that cover every program (the longest chain among them)."""
-    return role_columns(max(program.meta["hops"] for program in programs))
-
-
-def reanalyse_binding(program: Program, text: str) -> Program:
-    """The program after an edit, re-derived by Python's semantics (same seq_len)."""
-    return analyse_binding(text, seq_len=program.seq_len)
-
-
-# -- dense supervision for training (extra queries, per-line values, relabelling) ---------------
-
-
-def line_values(program: Program, final: dict[str, int]) -> list[int]:
-    """The value each assignment line leaves in its variable, by Python's semantics. `final` is
-    `run_program(program.code)`: when no variable is assigned twice its values are every line's
-    values; otherwise each line prefix is run."""
-    lines = program.code.splitlines()
-    names = [line.split("=")[0].strip() for line in lines]
-    if len(set(names)) == len(names):
-        return [final[name] for name in names]
-    return [run_program("\n".join(lines[: i + 1]))[name] for i, name in enumerate(names)]
-
-
-def extra_queries(program: Program, values: dict[str, int], n: int, rng: Random) -> list[tuple[str, int]]:
-    """`n` further (variable, value) queries about other variables than the program's own (fewer
-    if it has fewer); `values` is `run_program(program.code)`, what Python computes at the end."""
-    others = sorted(name for name in values if name != program.query_var)
-    return [(name, values[name]) for name in rng.sample(others, min(n, len(others)))]
-
-
-def relabel_binding(program: Program, rng: Random) -> Program:
-    """The program with its letters and its digits each renamed by a random permutation, analysed
-    anew (so its answer is again what Python computes)."""
-    letters, digits = list(LETTERS), list("0123456789")
-    rng.shuffle(letters)
-    rng.shuffle(digits)
-    table = str.maketrans(LETTERS + "0123456789", "".join(letters) + "".join(digits))
-    relabelled = analyse_binding(program.text.translate(table), seq_len=program.seq_len)
-    return dataclasses.replace(relabelled, seed=program.seed, meta={**program.meta, **relabelled.meta})

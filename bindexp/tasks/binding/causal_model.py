@@ -1,0 +1,84 @@
+"""The causal model of binding (after arXiv 2505.20896), the hypothesis `locate` tests.
+
+The model reads the *query* variable's name, follows the chain one hop at a time -- at chain line
+k (k >= 2) it reads the *pointer* variable named on that line's right-hand side -- and outputs the
+*value*, the root constant. A counterfactual kind intervenes on one variable: root_value on the
+value, query_chain on the query variable, chain_link on the pointer of the hop it edits;
+distractor_value on none (a control: the output must not change). For these single-edit kinds the
+prediction equals the counterfactual's answer; the tests check that against Python's own execution.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Sequence
+
+from bindexp.tasks.binding.analyser import LINE
+from bindexp.tasks.causal_model import CONTROL, FAMILY, CausalModel, CausalVariable
+from bindexp.tasks.program import Program, TaskError
+
+if TYPE_CHECKING:
+    from bindexp.tasks.counterfactuals import CounterfactualPair
+
+_POINTER = re.compile(r"^pointer(\d+)$")
+
+
+def _variables(program: Program) -> list[CausalVariable]:
+    hops = program.meta["hops"]
+    return ([CausalVariable("query", "the queried variable's name", "query_var")]
+            + [CausalVariable(f"pointer{k}", f"the variable chain line {k} copies (hop {k} of {hops})", f"chain{k}_rhs",
+                              family=FAMILY)
+               for k in range(hops, 1, -1)]
+            + [CausalVariable("value", "the root constant carried up the chain", "root_value")])
+
+
+def _values(lines: Sequence[str]) -> dict[str, int]:
+    """Each variable's value after `lines`, by the hypothesis' own walk (no Python execution)."""
+    env: dict[str, int] = {}
+    for line in lines:
+        match = LINE.match(line)
+        if not match:
+            raise TaskError(f"not a binding line: {line!r}")
+        lhs, rhs = match.groups()
+        env[lhs] = int(rhs) if rhs.isdigit() else env[rhs]
+    return env
+
+
+def _output(program: Program, variable: str | None, value: Any) -> Any:
+    """The answer with one variable of the chain set to `value`."""
+    lines = program.text.split("\n")[:-1]
+    if variable is None:
+        return _values(lines)[program.query_var]
+    if variable == "value":
+        return int(value)
+    if variable == "query":
+        return _values(lines).get(str(value))
+    match = _POINTER.match(variable)
+    if not match:
+        raise TaskError(f"unknown binding variable {variable!r}")
+    hop = int(match.group(1))
+    if not 2 <= hop <= program.meta["hops"]:
+        raise TaskError(f"this program has no pointer at hop {hop}")
+    before = _values(lines[: program.meta["chain_lines"][hop - 1]])  # what the pointer can read there
+    if str(value) not in before:
+        raise TaskError(f"pointer {value!r} names no variable assigned before chain line {hop}")
+    return before[str(value)]  # carried unchanged up the rest of the chain
+
+
+def _chain_link_pointer(pair: CounterfactualPair) -> str:
+    for role, (start, _) in pair.original.spans.items():
+        match = re.fullmatch(r"chain(\d+)_rhs", role)
+        if match and start == pair.changed_at and int(match.group(1)) >= 2:
+            return f"pointer{match.group(1)}"
+    raise TaskError("a chain_link pair's edit is not on a chain line's right-hand side")
+
+
+CAUSAL_MODEL = CausalModel(
+    task="binding",
+    describe="read the query's name, follow the pointer at each hop down the chain, output the root value",
+    variables_of=_variables,
+    interventions={"root_value": "value", "query_chain": "query", "chain_link": FAMILY,
+                   "distractor_value": CONTROL},
+    output=_output,
+    pointer_of=_chain_link_pointer,
+)

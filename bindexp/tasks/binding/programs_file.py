@@ -1,0 +1,26 @@
+"""What a programs file's binding lines must satisfy beyond what every task's lines do: the
+recorded options' types, one line per assignment, and the hops the program really has."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from bindexp.tasks.program import Program, TaskError
+
+# the task options a file records (find_robust writes the run's task options)
+FILE_OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {
+    "distractor_chains": ((int, type(None)), "an integer or null"),
+    "max_distractor_depth": ((int,), "an integer"),
+    "rebinding": ((bool,), "true or false"),
+    "spacing": ((str,), "a string"),
+}
+
+
+def check_file_line(line: Mapping[str, Any], program: Program) -> None:
+    """The line's seq_len and hops against its program (TaskError naming the first that differs)."""
+    body_lines = line["program"].count("\n")
+    if body_lines != line["seq_len"]:
+        raise TaskError(f"seq_len is {line['seq_len']} but the program has {body_lines} lines")
+    if line["hops"] != program.meta["hops"]:
+        raise TaskError(f"hops is {line['hops']} but the program's query is {program.meta['hops']} "
+                        "hops from its constant")
