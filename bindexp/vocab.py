@@ -29,6 +29,8 @@ SCORINGS: tuple[str, ...] = get_args(Scoring)
 
 GridColumns = Literal["roles", "all"]  # a patch grid's columns: token roles or every program token
 GRID_COLUMNS: tuple[str, ...] = get_args(GridColumns)
+NOT_RUN = "not_run"  # grid.counts key: pairs for which a cell was not run (known equal to clean)
+NOISE_FLOOR = "noise_floor"  # exact grids' metric: the run's own rounding floor, in normalized-effect units
 
 DIGITS: tuple[str, ...] = tuple(str(d) for d in range(10))  # candidate answers of digit-valued tasks
 

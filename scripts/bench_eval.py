@@ -14,7 +14,7 @@ import torch
 
 from bindexp.models import score_candidates, score_generate
 from bindexp.models.scoring import candidate_token_ids
-from bindexp.runs.bench import load_bench_model, model_parser, timed
+from bindexp.models.bench import load_bench_model, model_parser, timed
 from bindexp.tasks import build_prompt, make_programs
 from bindexp.tasks.interface import DIGITS
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from bindexp.interventions.attribution import agreement, attribution_grid
-from bindexp.interventions.exact import patch_grid
-from bindexp.interventions.plan import tokenize_pairs
-from bindexp.runs.bench import load_bench_model, model_parser, timed
+from bindexp.interventions.methods.atp import agreement, attribution_grid
+from bindexp.interventions.methods.exact import patch_grid
+from bindexp.interventions.engine.plan import tokenize_pairs
+from bindexp.models.bench import load_bench_model, model_parser, timed
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
 

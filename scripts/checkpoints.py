@@ -12,7 +12,7 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 from __future__ import annotations
 
 from bindexp.runs.cli import run_cli
-from bindexp.runs.folder import RunFolder
+from bindexp.io.folder import RunFolder
 from bindexp.runs.over_training import OverTrainingSettings
 from bindexp.vocab import PHASE_KEYS
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bindexp.errors import BindexpError
-from bindexp.interventions.grid import Grid
+from bindexp.interventions.results.grid import Grid
 from bindexp.runs.analysis_settings import LensSettings, LocateSettings, SubspaceSettings
 from bindexp.runs.settings import PatchSettings
 
@@ -162,7 +162,7 @@ def test_locate_table_and_the_planted_input_cell(tmp_path, monkeypatch, capsys):
     cell = outcome.cells[(outcome.cells["variable"] == "value") & (outcome.cells["layer"] == 0)
                          & (outcome.cells["role"] == "root_value")].iloc[0]
     assert cell["iia"] == pytest.approx(float(patch.grid.mean["iia"][0, root]))
-    from bindexp.interventions.plan import pair_prompts
+    from bindexp.interventions.engine.plan import pair_prompts
     from bindexp.models import MODEL_CACHE, score_candidates
     from bindexp.runs.patch import patch_shots
     from bindexp.vocab import DIGITS

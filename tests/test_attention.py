@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from bindexp.interventions.attention import attention_weights, role_attention, routing_heads
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.plan import shared_prefix_length, tokenize_pairs
+from bindexp.interventions.readouts.attention import attention_weights, role_attention, routing_heads
+from bindexp.interventions.results.grid import Grid
+from bindexp.interventions.engine.plan import shared_prefix_length, tokenize_pairs
 from bindexp.models.forward import SharedPrefix
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs

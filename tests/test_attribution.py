@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from bindexp.interventions.attribution import attribution_grid, compare_cells, spearman, top_cells
-from bindexp.interventions.exact import patch_grid
+from bindexp.interventions.methods.atp import attribution_grid, compare_cells, spearman, top_cells
+from bindexp.interventions.methods.exact import patch_grid
 from bindexp.models import load_model
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs

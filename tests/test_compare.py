@@ -280,7 +280,7 @@ def test_api_source_pages_filters_and_retries_then_tabulates_like_local_runs(tmp
 
 
 def _save_grid(folder, settings, values, roles=("root_value", "final")):
-    from bindexp.interventions.grid import Grid
+    from bindexp.interventions.results.grid import Grid
 
     mean = {"normalized_effect": np.asarray(values, dtype=np.float32)}
     nan = {"normalized_effect": np.full_like(mean["normalized_effect"], np.nan)}
@@ -302,7 +302,7 @@ def test_grids_of_the_same_model_and_hops_are_averaged_only_when_their_layout_ma
                                     "--log_wandb=True", "--wandb_mode=offline", "--run_name=grid-compare"]) == 0
     assert "differ in axes, labels or shape" in capsys.readouterr().err
     cells = pd.read_csv(out / "patch_cells.csv")
-    from bindexp.interventions.grid import Grid
+    from bindexp.interventions.results.grid import Grid
 
     folders = sorted(p.parent for p in (out / "patch").glob("*/grid.json"))
     assert len(folders) == 3

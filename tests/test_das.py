@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from bindexp.errors import BindexpError
-from bindexp.interventions.das import DasSettings, das, fit_rotation, interchange_loss, principal_angles
-from bindexp.interventions.metrics import cell_metrics
-from bindexp.interventions.plan import shared_prefix_length, tokenize_pairs
-from bindexp.interventions.prepared import prepare_pairs
-from bindexp.interventions.patching import Cell, patched_logits
-from bindexp.interventions.subspace import (check_disjoint, interchange, interchanged_logits, site_activations,
-                                            site_pairs, split_pairs)
+from bindexp.interventions.methods.das import DasSettings, das, fit_rotation, interchange_loss, principal_angles
+from bindexp.interventions.results.metrics import cell_metrics
+from bindexp.interventions.engine.plan import shared_prefix_length, tokenize_pairs
+from bindexp.interventions.engine.prepared import prepare_pairs
+from bindexp.interventions.engine.patching import Cell, patched_logits
+from bindexp.interventions.methods.subspace import (check_disjoint, interchange, interchanged_logits, site_activations, site_pairs, split_pairs)
 from bindexp.models.forward import SharedPrefix
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
@@ -195,7 +194,7 @@ def test_rotations_save_as_safetensors(tmp_path, tiny_llama):
 def test_the_subspace_runs_whole_residual_iia_is_read_at_its_layer(tiny_llama, layer):
     """The run's reference (the whole residual patched at the DAS site) is the grid cell at `layer`,
     not the grid's first row: equal to patching that one cell pair by pair."""
-    from bindexp.interventions.plan import plan_grid
+    from bindexp.interventions.engine.plan import plan_grid
     from bindexp.runs.subspace import resid_patch_hits
 
     plan = plan_grid(tiny_llama, make_pairs("root_value", 24, 6, 7, hops=2), prefix_until="columns")

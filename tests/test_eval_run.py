@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bindexp.runs.evaluate import eval_conditions, run_eval
-from bindexp.runs.folder import RESULTS_FILE, SUMMARY_FILE
+from bindexp.io.folder import RESULTS_FILE, SUMMARY_FILE
 from bindexp.runs.settings import EvalSettings
 from bindexp.tasks import TaskError
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bindexp.results.records import local_records, read_plain_folder
-from bindexp.runs.folder import POINTER_ENV, RunFolder, announce, read_pointer
+from bindexp.io.folder import POINTER_ENV, RunFolder, announce, read_pointer
 from bindexp.runs.settings import EvalSettings, PatchSettings
 from bindexp.runs.tracking import Tracker
 

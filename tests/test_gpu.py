@@ -58,7 +58,7 @@ def test_quantized_loading_scores(tmp_path, bits):
 def test_patch_grid_on_cuda_matches_cpu():
     import numpy as np
 
-    from bindexp.interventions.exact import patch_grid
+    from bindexp.interventions.methods.exact import patch_grid
     from bindexp.tasks.counterfactuals import make_pairs
 
     pairs = make_pairs("root_value", 3, 6, 0, hops=2)
@@ -70,8 +70,8 @@ def test_patch_grid_on_cuda_matches_cpu():
 def test_attribution_and_knockout_run_in_bf16():
     import numpy as np
 
-    from bindexp.interventions.attribution import attribution_grid
-    from bindexp.interventions.knockout import knockout_grid
+    from bindexp.interventions.methods.atp import attribution_grid
+    from bindexp.interventions.methods.knockout import knockout_grid
     from bindexp.tasks.counterfactuals import make_pairs
 
     lm = load_model("tiny-random-qwen3")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.exact import patch_grid
+from bindexp.interventions.results.grid import Grid
+from bindexp.interventions.methods.exact import patch_grid
 from bindexp.tasks.binding import role_columns
-from bindexp.interventions.metrics import AnswerTokens, cell_metrics
+from bindexp.interventions.results.metrics import AnswerTokens, cell_metrics
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
 

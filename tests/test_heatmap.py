@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.heatmap import MIN_BOUND
+from bindexp.interventions.results.grid import Grid
+from bindexp.plots.heatmap import MIN_BOUND
 
 
 def _grid(values, low=None, high=None, not_run=None, metric="normalized_effect", extra=None):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bindexp.interventions.knockout import knockout_grid, knockout_logits
-from bindexp.interventions.plan import tokenize_pairs
+from bindexp.interventions.methods.knockout import knockout_grid, knockout_logits
+from bindexp.interventions.engine.plan import tokenize_pairs
 from bindexp.tasks.counterfactuals import make_pairs
 
 
@@ -122,8 +122,8 @@ def test_blocking_an_edge_in_every_head_equals_blocking_it_in_the_layer(item):
 def test_head_edge_knockout_values_equal_single_knockouts(tiny_llama):
     import numpy as np
 
-    from bindexp.interventions.knockout import head_edge_knockout
-    from bindexp.interventions.plan import plan_grid
+    from bindexp.interventions.methods.knockout import head_edge_knockout
+    from bindexp.interventions.engine.plan import plan_grid
 
     plan = plan_grid(tiny_llama, make_pairs("root_value", 3, 6, 3, hops=2))
     edges = [(1, 2, "final", "root_value"), (3, 0, "final", "chain2_lhs"), (0, 1, "query_var", "final")]

@@ -22,7 +22,7 @@ def _imports(path: Path):
 
 
 def _package(module: str) -> str | None:
-    """`bindexp.runs.folder` -> `runs`; None for modules outside bindexp and for `bindexp` itself."""
+    """`bindexp.io.folder` -> `runs`; None for modules outside bindexp and for `bindexp` itself."""
     parts = module.split(".")
     return parts[1] if parts[0] == "bindexp" and len(parts) > 1 else None
 

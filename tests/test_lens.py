@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bindexp.interventions.lens import LENS_METRICS, decode_residual, logit_lens, role_lens, token_rank_and_prob
-from bindexp.interventions.plan import shared_prefix_length, tokenize_pairs
+from bindexp.interventions.readouts.lens import (LENS_METRICS, decode_residual, logit_lens, role_lens, token_rank_and_prob)
+from bindexp.interventions.engine.plan import shared_prefix_length, tokenize_pairs
 from bindexp.models.forward import SharedPrefix
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs

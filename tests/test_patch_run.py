@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bindexp.interventions.grid import Grid
+from bindexp.interventions.results.grid import Grid
 from bindexp.runs.patch import run_patch
 from bindexp.runs.settings import PatchSettings
 

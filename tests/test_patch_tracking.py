@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from bindexp.interventions.exact import patch_grid
+from bindexp.interventions.methods.exact import patch_grid
 from bindexp.runs.patch import run_patch
 from bindexp.runs.settings import PatchSettings
 from bindexp.tasks.counterfactuals import make_pairs
@@ -39,7 +39,7 @@ def test_exact_counts_the_cells_it_did_not_run(tiny_llama):
     grid = patch_grid(tiny_llama, pairs, site="resid_pre")
     not_run = grid.counts["not_run"]
     # expected from the pairs: a role column is skipped for a pair when its token comes before the edit
-    from bindexp.interventions.plan import tokenize_pairs
+    from bindexp.interventions.engine.plan import tokenize_pairs
 
     tokenized, _ = tokenize_pairs(tiny_llama, pairs)
     for j, role in enumerate(grid.labels["role"]):

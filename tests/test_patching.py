@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from bindexp.interventions.plan import shared_prefix_length, tokenize_pairs
-from bindexp.interventions.prepared import prepare_pairs
-from bindexp.interventions.patching import Cell, patched_logits
+from bindexp.interventions.engine.plan import shared_prefix_length, tokenize_pairs
+from bindexp.interventions.engine.prepared import prepare_pairs
+from bindexp.interventions.engine.patching import Cell, patched_logits
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.sites import SITES
 from bindexp.tasks import make_programs

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from bindexp.errors import BindexpError
-from bindexp.interventions.das import principal_angles
-from bindexp.interventions.plan import tokenize_pairs
-from bindexp.interventions.pca_probe import ProbeSettings, l1_probe, pca, pca_probe_subspace, probe_subspace
-from bindexp.interventions.subspace import interchange, site_pairs
+from bindexp.interventions.methods.das import principal_angles
+from bindexp.interventions.engine.plan import tokenize_pairs
+from bindexp.interventions.methods.probe import ProbeSettings, l1_probe, pca, pca_probe_subspace, probe_subspace
+from bindexp.interventions.methods.subspace import interchange, site_pairs
 from bindexp.tasks.counterfactuals import make_pairs
 
 D = 12

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bindexp.interventions.grid import Grid
+from bindexp.interventions.results.grid import Grid
 from bindexp.results.compare import accuracy_plots, aggregate
 from bindexp.runs.experiment import ExperimentResults
 from bindexp.runs.plots import new_figure, plot_accuracy, save_accuracy_plot

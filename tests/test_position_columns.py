@@ -13,8 +13,8 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from bindexp.errors import ModelError
-from bindexp.interventions.exact import patch_grid
-from bindexp.interventions.plan import plan_grid
+from bindexp.interventions.methods.exact import patch_grid
+from bindexp.interventions.engine.plan import plan_grid
 from bindexp.models.loading import LoadedModel
 from bindexp.models.tiny import ALPHABET, SPECIAL_TOKENS, tiny_config
 from bindexp.tasks.counterfactuals import make_pairs

@@ -1,7 +1,7 @@
 """Choosing pairs the model answers right: the same pairs as scoring every candidate, with less work."""
 
-from bindexp.interventions.plan import pair_prompts
-from bindexp.interventions.selection import select_pairs
+from bindexp.interventions.engine.plan import pair_prompts
+from bindexp.interventions.engine.selection import select_pairs
 from bindexp.models.scoring import score_candidates
 from bindexp.tasks.counterfactuals import make_pairs
 from bindexp.vocab import DIGITS

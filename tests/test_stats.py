@@ -87,7 +87,7 @@ def test_wilson_bounds_textbook():
 
 def test_iia_cells_of_a_patch_grid_get_wilson_intervals():
     """IIA is 0/1 per pair: 19 of 20 must not give [0.852, 1.048]; 20 of 20 must not be zero-width."""
-    from bindexp.interventions.grid import GridAccumulator
+    from bindexp.interventions.results.grid import GridAccumulator
 
     accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a", "b"]}, ["iia", "logit_diff"])
     for pair in range(20):
@@ -107,7 +107,7 @@ def test_iia_cells_of_a_patch_grid_get_wilson_intervals():
 @pytest.mark.parametrize("metric", ["iia", "flip", "top1_answer", "accuracy"])
 def test_every_zero_one_grid_metric_gets_wilson_intervals(metric):
     """0 of 20 is [0, 0.161] (z^2 / (n + z^2)), not the zero-width [0, 0] a t interval gives."""
-    from bindexp.interventions.grid import GridAccumulator
+    from bindexp.interventions.results.grid import GridAccumulator
 
     accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a"]}, [metric])
     for _ in range(20):
@@ -119,7 +119,7 @@ def test_every_zero_one_grid_metric_gets_wilson_intervals(metric):
 
 def test_iia_means_over_runs_get_t_intervals_not_wilson():
     """Averaging runs' IIA (fractions, not 0/1 outcomes) through the same accumulator: t over runs."""
-    from bindexp.interventions.grid import GridAccumulator
+    from bindexp.interventions.results.grid import GridAccumulator
 
     accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a"]}, ["iia"])
     for run_mean in (0.5, 0.7):

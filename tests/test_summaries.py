@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bindexp.interventions.exact import patch_grid
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.metrics import AnswerTokens, cell_metrics
-from bindexp.interventions.summary import grid_summary
+from bindexp.interventions.methods.exact import patch_grid
+from bindexp.interventions.results.grid import Grid
+from bindexp.interventions.results.metrics import AnswerTokens, cell_metrics
+from bindexp.interventions.results.summary import grid_summary
 from bindexp.runs.patch import run_patch
 from bindexp.runs.settings import PatchSettings
 from bindexp.tasks import make_programs
@@ -87,7 +87,7 @@ def test_control_runs_report_flip_rates_and_no_iia(tmp_path):
 
 # item 13: AtP against the exact grid
 def test_agreement_by_hand():
-    from bindexp.interventions.attribution import agreement
+    from bindexp.interventions.methods.atp import agreement
 
     estimate = np.array([[5.0, 4.0, 3.0], [2.0, -1.0, 0.5]])
     exact = np.array([[5.0, 0.1, 3.0], [-4.0, 0.2, 0.3]])
@@ -102,7 +102,7 @@ def test_agreement_by_hand():
 
 
 def test_atp_verify_full_reports_precision_recall_and_the_full_grid_spearman(tmp_path):
-    from bindexp.interventions.attribution import agreement
+    from bindexp.interventions.methods.atp import agreement
 
     outcome = run_patch(_settings(tmp_path, method="atp", verify="full", verify_top_k=4))
     summary = outcome.summary

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from bindexp.interventions.methods import METHODS, MethodOptions
-from bindexp.interventions.plan import plan_grid
+from bindexp.interventions.engine.plan import plan_grid
 from bindexp.tasks.counterfactuals import make_pairs
 
 

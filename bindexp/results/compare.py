@@ -34,7 +34,7 @@ from bindexp.errors import InputError
 from bindexp.results.summaries import write_analysis_summaries
 from bindexp.results.records import RunFilter, RunRecord, api_records, local_records
 from bindexp.runs.cli import check_writable_folder
-from bindexp.runs.folder import GRID_ARRAYS, GRID_SIDECAR, HEATMAP_FILE, RESULTS_FILE, SUMMARY_FILE
+from bindexp.io.folder import GRID_ARRAYS, GRID_SIDECAR, HEATMAP_FILE, RESULTS_FILE, SUMMARY_FILE
 from bindexp.runs.plots import new_figure, plot_accuracy
 from bindexp.runs.settings import StrList
 from bindexp.vocab import WandbMode
@@ -97,7 +97,7 @@ class CompareSettings(BaseSettings):
 @dataclasses.dataclass
 class AveragedGrid:
     key: dict[str, Any]  # model, hops, site, method, counterfactual
-    grid: Any  # bindexp.interventions.grid.Grid: per cell, the mean over runs with its 95% interval
+    grid: Any  # bindexp.interventions.results.grid.Grid: per cell, the mean over runs with its 95% interval
     run_ids: list[str]
     name: str  # folder name: the key's values (+ "-layout2" ... when one key has grids of several layouts)
 
@@ -335,7 +335,7 @@ def _equal(column: pd.Series, value: Any) -> pd.Series:
 
 def load_grid(record: RunRecord) -> Any:
     """A patch run's grid (grid.safetensors + grid.json, downloaded first for API runs), or None."""
-    from bindexp.interventions.grid import Grid
+    from bindexp.interventions.results.grid import Grid
 
     sidecar, arrays = record.file(GRID_SIDECAR), record.file(GRID_ARRAYS)
     if sidecar is None or arrays is None or sidecar.parent != arrays.parent:
@@ -354,7 +354,7 @@ def average_grids(records: Sequence[RunRecord]) -> tuple[list[AveragedGrid], lis
     missing (nan) in a run is averaged over the runs that have it. Only grids whose axes, labels and
     shapes match are averaged together; others form their own set, with a warning. Returns
     (averages, warnings)."""
-    from bindexp.interventions.grid import GridAccumulator
+    from bindexp.interventions.results.grid import GridAccumulator
 
     groups: dict[tuple[str, str], list[tuple[RunRecord, Any]]] = {}
     for record in records:

@@ -6,7 +6,7 @@
 
 Local W&B run folders are read with `wandb leet inspect` (offline runs keep config and summary
 only in their `.wandb` log); folders written with W&B disabled are read from the files the run
-wrote (`bindexp.runs.folder.RunFolder`: the job type and settings from config.json). The API
+wrote (`bindexp.io.folder.RunFolder`: the job type and settings from config.json). The API
 source filters on the server (`sweep`, `group`, `tags`, `jobType`), pages with `per_page`, and
 retries with exponential backoff when the server answers HTTP 429.
 """
@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from bindexp.runs.folder import ERROR_FILE, GRID_SIDECAR, SUMMARY_FILE, RunFolder
+from bindexp.io.folder import ERROR_FILE, GRID_SIDECAR, SUMMARY_FILE, RunFolder
 from bindexp.runs.tracking import wandb_cli
 
 T = TypeVar("T")

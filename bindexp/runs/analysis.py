@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.plan import GridPlan, plan_grid
+from bindexp.interventions.results.grid import Grid
+from bindexp.interventions.engine.plan import GridPlan, plan_grid
 from bindexp.models.cache import ModelCache
 from bindexp.models.loading import LoadedModel, check_model_name
 from bindexp.runs.analysis_settings import AnalysisSettings

@@ -23,15 +23,15 @@ from typing import Any
 import pandas as pd
 
 from bindexp.errors import InputError
-from bindexp.interventions.attention import ATTENTION_METRIC, eager_attention, role_attention, routing_heads
-from bindexp.interventions.exact import patch_cells
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.knockout import head_edge_knockout
+from bindexp.interventions.readouts.attention import ATTENTION_METRIC, eager_attention, role_attention, routing_heads
+from bindexp.interventions.methods.exact import patch_cells
+from bindexp.interventions.results.grid import Grid
+from bindexp.interventions.methods.knockout import head_edge_knockout
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.analysis import (head_panels, pairs_and_plan, prepare, save_figure, save_grid,
                                    sequences_and_roles, write_table)
 from bindexp.runs.analysis_settings import AttentionSettings
-from bindexp.runs.folder import ATTENTION_CELLS_FILE, ATTENTION_HEATMAP_FILE, ROUTING_FILE
+from bindexp.io.folder import ATTENTION_CELLS_FILE, ATTENTION_HEATMAP_FILE, ROUTING_FILE
 from bindexp.runs.tracking import Tracker
 from bindexp.stats import sample_interval
 

@@ -18,7 +18,7 @@ import pandas as pd
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, ModelError, check_model_name
 from bindexp.models.scoring import Score, candidate_token_ids, score_candidates, score_generate
-from bindexp.runs.folder import check_writable_dir
+from bindexp.io.folder import check_writable_dir
 from bindexp.runs.plots import save_accuracy_plot
 from bindexp.runs.reporting import accuracy_table, eval_summary
 from bindexp.runs.settings import EvalSettings

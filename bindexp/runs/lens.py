@@ -24,13 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.lens import role_lens
+from bindexp.interventions.results.grid import Grid
+from bindexp.interventions.readouts.lens import role_lens
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.analysis import (pairs_and_plan, prepare, proportion_interval, save_figure, save_grid,
                                    sequences_and_roles, write_table)
 from bindexp.runs.analysis_settings import LensSettings
-from bindexp.runs.folder import HEATMAP_FILE, LENS_CELLS_FILE, LENS_CURVE_FILE
+from bindexp.io.folder import HEATMAP_FILE, LENS_CELLS_FILE, LENS_CURVE_FILE
 from bindexp.runs.tracking import Tracker
 
 

@@ -24,12 +24,11 @@ import numpy as np
 import pandas as pd
 
 from bindexp.errors import InputError, ModelError, TaskError
-from bindexp.interventions.grid import Grid
+from bindexp.interventions.results.grid import Grid
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.analysis import prepare, proportion_interval, save_figure, write_table
 from bindexp.runs.analysis_settings import LocateSettings
-from bindexp.runs.folder import (CAUSAL_MODEL_FILE, GRID_ARRAYS, GRID_SIDECAR, LOCATE_CELLS_FILE, LOCATE_FILE,
-                                 LOCATE_HEATMAP_FILE, PAIRS_FILE)
+from bindexp.io.folder import (CAUSAL_MODEL_FILE, GRID_ARRAYS, GRID_SIDECAR, LOCATE_CELLS_FILE, LOCATE_FILE, LOCATE_HEATMAP_FILE, PAIRS_FILE)
 from bindexp.runs.patch import candidate_pairs, choose_pairs, compute_grid, patch_shots
 from bindexp.runs.tracking import Tracker
 from bindexp.tasks.causal_model import CONTROL, CausalModel, causal_model, group_by_variable

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from bindexp.errors import InputError
 from bindexp.models.cache import ModelCache
-from bindexp.runs.folder import CHECKPOINT_RUNS_DIR, POINTER_ENV
+from bindexp.io.folder import CHECKPOINT_RUNS_DIR, POINTER_ENV
 from bindexp.runs.patch import check_layers, checked_request, headline_metric, run_patch
 from bindexp.runs.settings import PatchSettings, StrList
 from bindexp.runs.tracking import Tracker, input_digest
@@ -172,9 +172,9 @@ def checkpoint_patch_settings(settings: OverTrainingSettings, checkpoint: Checkp
 
 def method_metrics(method: str) -> tuple[str, ...]:
     """The metrics a method's grid holds."""
-    from bindexp.interventions.attribution import ATP_METRICS
-    from bindexp.interventions.knockout import KNOCKOUT_METRICS
-    from bindexp.interventions.metrics import METRICS
+    from bindexp.interventions.methods.atp import ATP_METRICS
+    from bindexp.interventions.methods.knockout import KNOCKOUT_METRICS
+    from bindexp.interventions.results.metrics import METRICS
 
     return {"atp": ATP_METRICS, "knockout": KNOCKOUT_METRICS}.get(method, METRICS)
 
@@ -229,7 +229,7 @@ def _analyse(settings: OverTrainingSettings, chosen: list[Checkpoint], training:
              cache: ModelCache) -> OverTrainingOutcome:
     import pandas as pd
 
-    from bindexp.interventions.summary import grid_summary
+    from bindexp.interventions.results.summary import grid_summary
 
     value_role = get_task(settings.task).value_role
     runs_dir = tracker.out_dir / CHECKPOINT_RUNS_DIR

@@ -11,16 +11,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bindexp.interventions.grid import Grid
+from bindexp.interventions.results.grid import Grid
 from bindexp.interventions.methods import METHODS, MethodOptions, MethodResult
-from bindexp.interventions.plan import plan_grid
-from bindexp.interventions.selection import select_pairs
-from bindexp.interventions.exact import attach_metric
-from bindexp.interventions.noise import noise_floor
-from bindexp.interventions.summary import NOISE_FLOOR, grid_summary, worst_cell
+from bindexp.interventions.engine.plan import plan_grid
+from bindexp.interventions.engine.selection import select_pairs
+from bindexp.interventions.methods.exact import attach_metric
+from bindexp.interventions.methods.noise import noise_floor
+from bindexp.interventions.results.summary import grid_summary, worst_cell
+from bindexp.vocab import NOISE_FLOOR
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, ModelError, check_model_name
-from bindexp.runs.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE, check_writable_dir
+from bindexp.io.folder import ATP_VERIFY_FILE, HEATMAP_FILE, PAIRS_FILE, check_writable_dir
 from bindexp.runs.settings import PatchSettings
 from bindexp.runs.tracking import Tracker
 from bindexp.runs.robust import load_robust_programs, with_file_prompt_settings

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import Field, model_validator
 
-from bindexp.runs.folder import ROBUST_FILE, robust_meta_path
+from bindexp.io.folder import ROBUST_FILE, robust_meta_path
 from bindexp.runs.settings import EvalSettings, ProgramSettings, StrList
 from bindexp.tasks.program import Program, TaskError
 from bindexp.tasks.programs_file import read_programs_file
@@ -70,7 +70,7 @@ def find_robust(settings: RobustSettings, cache: Any = None) -> RobustOutcome:
     from bindexp.runs.tracking import Tracker
 
     cache = cache or MODEL_CACHE
-    from bindexp.runs.folder import check_writable_dir
+    from bindexp.io.folder import check_writable_dir
 
     for name in settings.models:
         check_model_name(name)

@@ -23,16 +23,15 @@ import numpy as np
 import pandas as pd
 
 from bindexp.errors import BindexpError, InputError
-from bindexp.interventions.das import DasResult, DasSettings, das
-from bindexp.interventions.exact import patch_cells
-from bindexp.interventions.pca_probe import PcaProbeResult, ProbeSettings, pca_probe_subspace
-from bindexp.interventions.plan import GridPlan
-from bindexp.interventions.subspace import check_disjoint, site_pairs, split_pairs
+from bindexp.interventions.methods.das import DasResult, DasSettings, das
+from bindexp.interventions.methods.exact import patch_cells
+from bindexp.interventions.methods.probe import PcaProbeResult, ProbeSettings, pca_probe_subspace
+from bindexp.interventions.engine.plan import GridPlan
+from bindexp.interventions.methods.subspace import check_disjoint, site_pairs, split_pairs
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.runs.analysis import pairs_and_plan, prepare, save_figure, write_pairs, write_table
 from bindexp.runs.analysis_settings import SubspaceSettings
-from bindexp.runs.folder import (DAS_CURVE_FILE, HELDOUT_PAIRS_FILE, PROBE_BASIS_FILE, ROTATIONS_FILE, SUBSPACE_FILE,
-                                 TRAIN_PAIRS_FILE)
+from bindexp.io.folder import (DAS_CURVE_FILE, HELDOUT_PAIRS_FILE, PROBE_BASIS_FILE, ROTATIONS_FILE, SUBSPACE_FILE, TRAIN_PAIRS_FILE)
 from bindexp.runs.patch import candidate_pairs, patch_shots
 from bindexp.runs.tracking import Tracker
 from bindexp.stats import wilson_interval

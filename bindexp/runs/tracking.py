@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from bindexp.runs.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce
+from bindexp.io.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce
 from bindexp.runs.naming import PROVENANCE_KEY, artifact_name, provenance, run_identity, slug
 from bindexp.runs.settings import RunSettings
 from bindexp.vocab import JobType

@@ -8,7 +8,7 @@ the interpreter the YAML names replaced by this one. Runs are grouped under the 
 (`BINDEXP_GROUP`), write offline W&B runs (`WANDB_MODE=offline`), and are recorded in
 `<output_dir>/<name>/state.json`, keyed by their argument list: a second invocation skips the
 runs that finished (resume after a kill) and runs the failed ones again. Each run tells where its
-folder is through a pointer file this runner names (`bindexp.runs.folder.announce`), beside its log.
+folder is through a pointer file this runner names (`bindexp.io.folder.announce`), beside its log.
 
 Before the first run, every configuration is checked against the settings class of the script it
 runs (one line per bad parameter, nothing run) and `--output_dir` must be writable. One process at
@@ -34,7 +34,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
 from bindexp.runs.cli import check_writable_folder
-from bindexp.runs.folder import POINTER_ENV, read_pointer
+from bindexp.io.folder import POINTER_ENV, read_pointer
 from bindexp.sweeps.spec import (SweepError, agent_args, agent_command, configuration_problems, expand, load_sweep,
                                  sweep_folder_name, with_interpreter)
 from bindexp.vocab import WandbMode

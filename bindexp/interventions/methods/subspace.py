@@ -43,7 +43,7 @@ class SitePair:
 
 def site_pairs(tokenized: Sequence[Any], role: str | None,
                label: Callable[[Any], int] | None = None) -> list[SitePair]:
-    """SitePairs from tokenized pairs (bindexp.interventions.plan.TokenizedPair): the site is
+    """SitePairs from tokenized pairs (bindexp.interventions.engine.plan.TokenizedPair): the site is
     `role`'s position, or with role=None every position from the first differing token on (the
     runs are identical before it at every layer, so this interchanges the whole prompt).
     label(program) -> int gives the probed variable's class (e.g. the answer digit)."""

@@ -11,8 +11,8 @@ import bisect
 import dataclasses
 from typing import Callable, Sequence
 
-from bindexp.interventions.grid import GridAccumulator
-from bindexp.interventions.metrics import AnswerTokens
+from bindexp.interventions.results.grid import GridAccumulator
+from bindexp.interventions.results.metrics import AnswerTokens
 from bindexp.models.forward import SharedPrefix, common_prefix_length, encode
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.positions import role_positions

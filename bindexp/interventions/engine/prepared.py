@@ -9,8 +9,8 @@ from typing import Sequence
 
 import torch
 
-from bindexp.interventions.metrics import logit_diff
-from bindexp.interventions.plan import TokenizedPair
+from bindexp.interventions.results.metrics import logit_diff
+from bindexp.interventions.engine.plan import TokenizedPair
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.tracing import after_prefix, site_activation

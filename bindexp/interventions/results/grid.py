@@ -5,22 +5,19 @@
     grid.mean["normalized_effect"][layer, column]
     grid.to_frame()           # long format, one row per cell
     grid.plot("normalized_effect")
-    grid.save(folder)         # grid.safetensors + grid.json
+    Grid.load(folder)         # what bindexp.io.grids.write_grid wrote (grid.safetensors + grid.json)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from bindexp.io.grids import read_grid_files
 from bindexp.stats import RunningMoments, wilson_bounds
-
-GRID_ARRAYS = "grid.safetensors"
-GRID_SIDECAR = "grid.json"
 # 0/1 per pair (interchange accuracy, a patched prediction leaving the answer, the lens's top-1
 # answer, the accuracy left after a knockout): Wilson intervals while every value added is 0 or 1
 PROPORTION_METRICS = ("iia", "flip", "top1_answer", "accuracy")
@@ -68,39 +65,15 @@ class Grid:
     def plot(self, metric: str = "normalized_effect", ax: Any = None, title: str = ""):
         """Heatmap of layers x columns (heads averaged for head grids) on `ax` (default: a new figure,
         made without pyplot, so no backend is touched); returns the figure. Colour limits and marks:
-        `bindexp.interventions.heatmap`."""
-        from bindexp.interventions.heatmap import plot_grid
+        `bindexp.plots.heatmap`."""
+        from bindexp.plots.heatmap import plot_grid
 
         return plot_grid(self, metric, ax, title)
 
-    def save(self, folder: Path, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
-        """Raw arrays as safetensors (no pickle) plus a JSON sidecar with axes and settings."""
-        from safetensors.numpy import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"n": self.n.astype(np.float32)}
-        for metric in self.metrics:
-            arrays[metric] = self.mean[metric].astype(np.float32)
-            arrays[f"{metric}_ci_low"] = self.ci_low[metric].astype(np.float32)
-            arrays[f"{metric}_ci_high"] = self.ci_high[metric].astype(np.float32)
-            if metric in self.counts:
-                arrays[f"{metric}_n"] = self.counts[metric].astype(np.float32)
-        extra_counts = [name for name in self.counts if name not in self.mean]  # e.g. not_run
-        for name in extra_counts:
-            arrays[f"{name}_count"] = self.counts[name].astype(np.float32)
-        arrays_path, sidecar_path = folder / GRID_ARRAYS, folder / GRID_SIDECAR
-        save_file(arrays, str(arrays_path))
-        sidecar = {"axes": list(self.axes), "labels": self.labels, "metrics": self.metrics,
-                   "counts": extra_counts, "token_labels": self.token_labels, "info": self.info, "settings": metadata or {}}
-        sidecar_path.write_text(json.dumps(sidecar, indent=2, default=str))
-        return arrays_path, sidecar_path
-
     @classmethod
     def load(cls, folder: Path) -> "Grid":
-        from safetensors.numpy import load_file
-
-        sidecar = json.loads((Path(folder) / GRID_SIDECAR).read_text())
-        arrays = load_file(str(Path(folder) / GRID_ARRAYS))
+        """The grid `bindexp.io.grids.write_grid` wrote into `folder`."""
+        sidecar, arrays = read_grid_files(folder)
         metrics = sidecar["metrics"]
         return cls(
             axes=tuple(sidecar["axes"]),

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from bindexp.vocab import NOISE_FLOOR, NOT_RUN
+
 FIXED_LIMITS = {"normalized_effect": 1.0, "iia": 1.0}  # metric -> fixed symmetric limit
 MIN_BOUND = 1e-3  # other metrics: the colour scale never spans less than +-MIN_BOUND
-NOT_RUN = "not_run"  # grid.counts key: pairs for which a cell was not run (known equal to clean)
-NOISE_FLOOR = "noise_floor"  # grid metric, in normalized-effect units
 MAX_WIDTH, MAX_HEIGHT = 16.0, 10.0  # inches: positions=all grids stay a readable size
 
 

@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bindexp.interventions.grid import Grid, GridAccumulator
+from bindexp.interventions.results.grid import Grid, GridAccumulator
 from bindexp.interventions.methods import MethodOptions, MethodResult
-from bindexp.interventions.plan import GridPlan, TokenizedPair, plan_grid
+from bindexp.interventions.engine.plan import GridPlan, TokenizedPair, plan_grid
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.tracing import after_prefix

@@ -19,7 +19,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
-from bindexp.interventions.prepared import PreparedPair
+from bindexp.interventions.engine.prepared import PreparedPair
 from bindexp.models.forward import new_cache
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.sites import SiteMap

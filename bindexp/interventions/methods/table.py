@@ -1,17 +1,16 @@
 """Grid methods by name. Torch-free: settings read the names without importing a model stack.
 
-A method is a function `(plan, options) -> MethodResult` in its own module, named here by an
-import string and loaded when it runs. Adding one is its file plus one line in METHODS.
+A method is a function `(plan, options) -> MethodResult` in its own module of this package, named
+here by an import string and loaded when it runs. Adding one is its file plus one line in METHODS.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bindexp.interventions.grid import Grid
+from bindexp.interventions.results.grid import Grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +19,7 @@ class MethodOptions:
 
     cells_per_forward: int = 32
     pairs_per_chunk: int = 8
-    stream_path: Path | None = None  # per-pair values as JSONL (methods that keep them)
+    on_pair: Callable[[dict[str, Any]], None] | None = None  # receives each pair's own values (methods that keep them)
     progress: bool = False
     verify_top_k: int = 0  # atp: re-check its k largest cells exactly
     verify_full: bool = False  # atp: compute the exact grid of every cell too (full-grid agreement)
@@ -33,7 +32,7 @@ class MethodOptions:
 @dataclasses.dataclass
 class Verification:
     """An estimate's largest cells re-checked exactly: the side-by-side table and the agreement
-    numbers (`bindexp.interventions.attribution.agreement`); `exact`: the full exact grid when computed."""
+    numbers (`bindexp.interventions.methods.atp.agreement`); `exact`: the full exact grid when computed."""
 
     table: Any  # pandas DataFrame: the cell's labels, `atp`, `exact`
     agreement: dict[str, Any]
@@ -61,9 +60,9 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "exact": Method("bindexp.interventions.exact:exact_method", "normalized_effect"),
-    "atp": Method("bindexp.interventions.attribution:atp_method", "normalized_effect"),
-    "knockout": Method("bindexp.interventions.knockout:knockout_method", "p_drop"),
-    "zero_ablation": Method("bindexp.interventions.zero_ablation:zero_ablation", "p_original_change", "columns"),
+    "exact": Method("bindexp.interventions.methods.exact:exact_method", "normalized_effect"),
+    "atp": Method("bindexp.interventions.methods.atp:atp_method", "normalized_effect"),
+    "knockout": Method("bindexp.interventions.methods.knockout:knockout_method", "p_drop"),
+    "zero_ablation": Method("bindexp.interventions.methods.zero_ablation:zero_ablation", "p_original_change", "columns"),
 }
 METHOD_NAMES = tuple(METHODS)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bindexp.errors import BindexpError
-from bindexp.interventions.subspace import Accuracy, SitePair, check_disjoint, site_activations, subspace_iia
+from bindexp.interventions.methods.subspace import Accuracy, SitePair, check_disjoint, site_activations, subspace_iia
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel
 

@@ -5,33 +5,31 @@
 
 Pairs stream through in chunks: each chunk is prepared (clean + counterfactual runs), its cells
 are patched, its per-pair values are added to running sums and optionally appended to a JSONL
-file, and the chunk is dropped, so memory does not grow with the number of pairs.
+sink (`on_pair`: the run streams them to its pairs file), and the chunk is dropped, so memory does not grow with the number of pairs.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
-from bindexp.interventions.grid import Grid
-from bindexp.interventions.heatmap import NOT_RUN
+from bindexp.interventions.results.grid import Grid
 from bindexp.interventions.methods import MethodOptions, MethodResult
-from bindexp.interventions.metrics import METRICS, cell_metrics
-from bindexp.interventions.patching import Cell, Source, forward_batches, patched_logits
-from bindexp.interventions.plan import GridPlan, plan_grid
-from bindexp.interventions.prepared import PreparedPair, prepare_pairs
+from bindexp.interventions.results.metrics import METRICS, cell_metrics
+from bindexp.interventions.engine.patching import Cell, Source, forward_batches, patched_logits
+from bindexp.interventions.engine.plan import GridPlan, plan_grid
+from bindexp.interventions.engine.prepared import PreparedPair, prepare_pairs
 from bindexp.models.loading import LoadedModel
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
+from bindexp.vocab import NOT_RUN
 
 
 def exact_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
     """Write the counterfactual run's value into the clean run, cell by cell."""
     return MethodResult(patch_cells(plan, cells_per_forward=options.cells_per_forward,
-                                    pairs_per_chunk=options.pairs_per_chunk, stream_path=options.stream_path,
+                                    pairs_per_chunk=options.pairs_per_chunk, on_pair=options.on_pair,
                                     progress=options.progress, min_gap=options.min_gap))
 
 
@@ -62,7 +60,7 @@ def patch_cells(
     unchanged_before_edit: bool = True,
     cells_per_forward: int = 32,
     pairs_per_chunk: int = 8,
-    stream_path: Path | None = None,
+    on_pair: Callable[[dict[str, Any]], None] | None = None,
     only: Collection[tuple] | None = None,
     progress: bool = False,
     min_gap: float = 0.0,
@@ -118,8 +116,8 @@ def patch_cells(
             values = _pair_values(pair, accumulator.pairs.shape, logits, where, untouched, index)
             accumulator.add(values)
             effects.append(values["normalized_effect"])
-            if stream_path is not None:
-                _append(stream_path, pair, values)
+            if on_pair is not None:
+                on_pair(pair_record(pair, values))
     bar.close()
     grid = accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
                                   "patched_cells": n_cells, "shared_prefix_tokens": plan.start,
@@ -204,8 +202,7 @@ def _pair_values(pair: PreparedPair, shape, logits, where, untouched, index) -> 
     return values
 
 
-def _append(path: Path, pair: PreparedPair, values: dict[str, np.ndarray]) -> None:
-    record = {**pair.tokens.pair.to_dict(), "ld_clean": pair.ld_clean, "ld_cf": pair.ld_cf,
-              **{m: np.where(np.isnan(v), None, v).tolist() for m, v in values.items()}}
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+def pair_record(pair: PreparedPair, values: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One pair's own values (JSON-able, NaN as None): what a run streams to its pairs file."""
+    return {**pair.tokens.pair.to_dict(), "ld_clean": pair.ld_clean, "ld_cf": pair.ld_cf,
+            **{m: np.where(np.isnan(v), None, v).tolist() for m, v in values.items()}}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bindexp import __version__
-from bindexp.interventions.grid import GRID_ARRAYS, GRID_SIDECAR
+from bindexp.io.grids import GRID_ARRAYS, GRID_SIDECAR
 
 CONFIG_FILE = "config.json"  # every job: {"job_type", "settings", "extra", "bindexp_version"}
 SUMMARY_FILE = "summary.json"  # every job: the run's summary (the same values as W&B's)
@@ -38,6 +38,7 @@ ROBUST_META_SUFFIX = ".meta.json"  # robust: the sidecar of a programs file, <na
 OVER_TRAINING_TABLE_FILE = "over_training.csv"  # over_training: step, role, layer, metric, value, ci_low, ci_high, n
 TRAINING_PLOT_FILE = "training.png"  # train: the history (accuracies, loss) against the step, phase lines
 OVER_TRAINING_PLOT_FILE = "over_training.png"  # over_training: the metric against the training step per role
+HISTORY_FILE = "history.jsonl"  # train: one JSON object per logged step (losses, evaluations)
 CHECKPOINT_RUNS_DIR = "checkpoint_runs"  # over_training: one patch run folder per checkpoint, step-NNNNNN/
 # the analysis jobs (attention, lens, subspace, locate): grids in grids/<name>/, tables as CSV
 ANALYSIS_GRIDS_DIR = "grids"  # <folder>/grids/<destination or variable>/grid.safetensors + grid.json
@@ -115,6 +116,10 @@ class RunFolder:
     @property
     def over_training_table(self) -> Path:
         return self.path / OVER_TRAINING_TABLE_FILE
+
+    @property
+    def history(self) -> Path:
+        return self.path / HISTORY_FILE
 
     @property
     def training_plot(self) -> Path:

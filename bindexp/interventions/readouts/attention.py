@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from bindexp.interventions.grid import Grid, GridAccumulator
+from bindexp.interventions.results.grid import Grid, GridAccumulator
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.tracing import after_prefix

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from bindexp.interventions.grid import Grid
-
-NOISE_FLOOR = "noise_floor"
+from bindexp.interventions.results.grid import Grid
+from bindexp.vocab import NOISE_FLOOR
 
 
 def _layer_by_column(grid: Grid, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import math
 import sys
 from typing import Callable, Sequence
 
-from bindexp.interventions.plan import pair_prompts, pairs_task
+from bindexp.interventions.engine.plan import pair_prompts, pairs_task
 from bindexp.models.loading import LoadedModel, ModelError
 from bindexp.models.scoring import score_candidates
 from bindexp.tasks.counterfactuals import CounterfactualPair

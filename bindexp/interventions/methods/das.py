@@ -4,7 +4,7 @@ counterfactual's makes the model give the counterfactual's answer.
 
     train, heldout = split_pairs(site_pairs(tokenized, "root_value"), n_heldout=20, seed=0)
     result = das(lm, layer=5, train=train, heldout=heldout, ks=[1, 4, 16], settings=DasSettings())
-    result.to_frame(); result.save_rotations(path)
+    result.to_frame(); result.rotation_bundle()
 
 Loss: cross-entropy of the interchanged run's final logits *restricted to the candidate answer
 tokens* (the digits) toward the counterfactual answer -- the same candidates IIA takes its argmax
@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 
 from bindexp.errors import BindexpError
-from bindexp.interventions.subspace import (Accuracy, SitePair, check_disjoint, interchanged_logits,
-                                            site_activations, subspace_iia)
+from bindexp.interventions.methods.subspace import (Accuracy, SitePair, check_disjoint, interchanged_logits, site_activations, subspace_iia)
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel
 
@@ -118,15 +115,11 @@ class DasResult:
                               "final_loss": float(self.losses[i, -1]) if self.losses.shape[1] else float("nan")}
                              for i, (k, a, t) in enumerate(zip(self.ks, self.heldout, self.train))])
 
-    def save_rotations(self, path: Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Every rotation as safetensors (tensor "k<k>"), the settings in its metadata."""
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def rotation_bundle(self, metadata: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Every rotation (tensor "k<k>") and what describes them (layer, ks, settings, `metadata`):
+        a tensor bundle for `bindexp.io.tensors`."""
         info = {"layer": self.layer, "ks": self.ks, "settings": dataclasses.asdict(self.settings), **(metadata or {})}
-        save_file({f"k{k}": r.contiguous() for k, r in self.rotations.items()}, str(path),
-                  metadata={"bindexp": json.dumps(info, default=str)})
-        return path
+        return {f"k{k}": r.contiguous() for k, r in self.rotations.items()}, info
 
 
 def das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequence[SitePair], ks: Sequence[int],

@@ -12,15 +12,12 @@ one clean/counterfactual preparation forward per pair.
 from __future__ import annotations
 
 import dataclasses
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bindexp.interventions.exact import patch_cells
-from bindexp.interventions.plan import GridPlan
+from bindexp.interventions.methods.exact import patch_cells
+from bindexp.interventions.engine.plan import GridPlan
 
 
 def noise_floor(plan: GridPlan, n_pairs: int, *, cells_per_forward: int = 32, min_gap: float = 0.0,
@@ -28,11 +25,9 @@ def noise_floor(plan: GridPlan, n_pairs: int, *, cells_per_forward: int = 32, mi
     """Per cell, max |metric| of the clean-source patch over the plan's first `n_pairs` pairs
     (NaN where none of them has the cell); and what it cost (`pairs`, `patched_cells`)."""
     subset = dataclasses.replace(plan, tokenized=plan.tokenized[:n_pairs])
-    with tempfile.TemporaryDirectory() as folder:
-        stream = Path(folder) / "noise.jsonl"
-        grid = patch_cells(subset, source="clean", cells_per_forward=cells_per_forward, pairs_per_chunk=max(1, n_pairs),
-                           stream_path=stream, min_gap=min_gap)
-        rows = [json.loads(line) for line in stream.read_text().splitlines()] if stream.exists() else []
+    rows: list[dict[str, Any]] = []
+    grid = patch_cells(subset, source="clean", cells_per_forward=cells_per_forward, pairs_per_chunk=max(1, n_pairs),
+                       on_pair=rows.append, min_gap=min_gap)
     floor = np.full(grid.n.shape, np.nan)
     for row in rows:
         magnitude = np.abs(np.array(row[metric], dtype=float))

@@ -18,13 +18,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from bindexp.errors import ModelError
 
 INDEX_FILE = "checkpoints.json"
 TRAINER_DIR = "trainer"
+STATE_FILE = "state.json"  # in TRAINER_DIR: settings, history, step, optimizer param groups, scheduler
+OPTIMIZER_FILE = "optimizer.safetensors"  # in TRAINER_DIR
+RNG_FILE = "rng.safetensors"  # in TRAINER_DIR
 
 
 def step_name(step: int) -> str:
@@ -48,40 +50,11 @@ def latest_checkpoint(root: Path) -> Path | None:
     return Path(root) / latest if latest else None
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """The optimizer's per-parameter state as flat tensors, and its param groups (JSON-able)."""
-    state = optimizer.state_dict()
-    tensors = {f"{index}.{key}": value.detach().cpu().contiguous()
-               for index, entries in state["state"].items() for key, value in entries.items()}
-    return tensors, state["param_groups"]
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def rng_tensors() -> dict[str, torch.Tensor]:
-    tensors = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for index, value in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda{index}"] = value
-    return tensors
-
-
-def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["cpu"])
-    cuda = [tensors[f"cuda{i}"] for i in range(len(tensors) - 1) if f"cuda{i}" in tensors]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: dict[str, Any]) -> Path:
-    """Write checkpoint `step` under `root` and return its folder (not yet in the index)."""
+def write_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, optimizer_state: dict[str, Any],
+                     rng_state: dict[str, Any], state: dict[str, Any]) -> Path:
+    """Write checkpoint `step` under `root` and return its folder (not yet in the index): the model
+    and tokenizer (`save_pretrained`), the optimizer's tensors (`optimizer_state`) and the RNG
+    states as safetensors, `state` as JSON."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     target = root / step_name(step)
@@ -95,12 +68,9 @@ def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, optimizer
         tokenizer.save_pretrained(staging)
         trainer = staging / TRAINER_DIR
         trainer.mkdir()
-        tensors, groups = optimizer_tensors(optimizer)
-        save_file(tensors, str(trainer / "optimizer.safetensors"))
-        save_file(rng_tensors(), str(trainer / "rng.safetensors"))
-        scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        (trainer / "state.json").write_text(json.dumps(
-            {**state, "step": step, "optimizer_param_groups": groups, "scheduler": scheduler_state}, indent=2))
+        save_file(optimizer_state, str(trainer / OPTIMIZER_FILE))
+        save_file(rng_state, str(trainer / RNG_FILE))
+        (trainer / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -146,13 +116,13 @@ def load_weights(model: Any, checkpoint: Path) -> None:
         raise ModelError(f"{weights} does not fit this model's architecture: {first}") from None
 
 
-def load_trainer_state(checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Load weights, optimizer, scheduler and RNG state from `checkpoint`; return its state.json."""
-    checkpoint = Path(checkpoint)
-    load_weights(model, checkpoint)
-    trainer = checkpoint / TRAINER_DIR
-    state = json.loads((trainer / "state.json").read_text())
-    load_optimizer(optimizer, load_file(str(trainer / "optimizer.safetensors")), state["optimizer_param_groups"])
-    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
-    restore_rng(load_file(str(trainer / "rng.safetensors")))
-    return state
+def read_trainer_files(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A checkpoint's trainer state: state.json, the optimizer's tensors, the RNG states."""
+    trainer = Path(checkpoint) / TRAINER_DIR
+    state = json.loads((trainer / STATE_FILE).read_text())
+    return state, load_file(str(trainer / OPTIMIZER_FILE)), load_file(str(trainer / RNG_FILE))
+
+
+def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's state.json (settings, history, ...)."""
+    return json.loads((Path(checkpoint) / TRAINER_DIR / STATE_FILE).read_text())
