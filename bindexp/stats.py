@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -154,7 +154,7 @@ class RunningMoments:
         self.m2 = self.m2 + np.where(present, delta * np.where(present, values - mean, 0.0), 0.0)
         self.count, self.mean = count, mean
 
-    def merge(self, other: "RunningMoments") -> None:
+    def merge(self, other: RunningMoments) -> None:
         """Fold in another accumulator of the same shape (Chan et al.'s parallel update)."""
         count = self.count + other.count
         safe = np.where(count > 0, count, 1)

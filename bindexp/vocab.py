@@ -11,10 +11,6 @@ from typing import Literal, get_args
 Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head", "conv_out"]
 SITES: tuple[str, ...] = get_args(Site)  # intervention sites, mapped per family in bindexp.models.sites
 
-JobType = Literal["eval", "patch", "robust", "compare", "train", "over_training", "attention", "lens", "subspace",
-                  "locate"]
-JOB_TYPES: tuple[str, ...] = get_args(JobType)  # W&B job_type and config.json's job_type
-
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
 

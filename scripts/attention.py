@@ -9,8 +9,7 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
-from bindexp.runs.analysis_settings import AttentionSettings
-from bindexp.runs.attention import run_attention
+from bindexp.jobs.attention import AttentionSettings, run_attention
 from bindexp.runs.cli import run_cli
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from bindexp.interventions.readouts.attention import role_attention
-from bindexp.interventions.methods.das import DasSettings, das
-from bindexp.interventions.readouts.lens import role_lens
 from bindexp.interventions.engine.plan import shared_prefix_length, tokenize_pairs
+from bindexp.interventions.methods.das import DasSettings, das
 from bindexp.interventions.methods.subspace import site_pairs
-from bindexp.models.forward import SharedPrefix, batch_forward, batches, pad_id_of
+from bindexp.interventions.readouts.attention import role_attention
+from bindexp.interventions.readouts.lens import role_lens
 from bindexp.models.bench import load_bench_model, model_parser, timed
+from bindexp.models.forward import SharedPrefix, batch_forward, batches, pad_id_of
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
 

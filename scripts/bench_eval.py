@@ -13,10 +13,10 @@ import argparse
 import torch
 
 from bindexp.models import score_candidates, score_generate
-from bindexp.models.scoring import candidate_token_ids
 from bindexp.models.bench import load_bench_model, model_parser, timed
+from bindexp.models.scoring import candidate_token_ids
 from bindexp.tasks import build_prompt, make_programs
-from bindexp.tasks.interface import DIGITS
+from bindexp.vocab import DIGITS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

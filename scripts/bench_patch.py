@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from bindexp.interventions.engine.plan import tokenize_pairs
 from bindexp.interventions.methods.atp import agreement, attribution_grid
 from bindexp.interventions.methods.exact import patch_grid
-from bindexp.interventions.engine.plan import tokenize_pairs
 from bindexp.models.bench import load_bench_model, model_parser, timed
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs

@@ -4,7 +4,7 @@
     python scripts/bench_train.py --n_layers=1 --d_model=32 --n_heads=2 --steps=3 --warmup=1   # smoke
 
 Both loops start from the same initial weights and run the same pre-tokenized batches (drawn by
-bindexp's data stream before timing); bindexp's loop is `bindexp.training.loop.train_step`
+bindexp's data stream before timing); bindexp's loop is `bindexp.training.step.train_step`
 (answer-token loss, AdamW + schedule, gradient clipping, autocast on CUDA) and the bare loop is
 the textbook forward / cross-entropy / backward / AdamW step. Program generation is timed
 separately (programs/s), since the runner draws each batch on the fly. Measure on an idle machine.
@@ -16,8 +16,8 @@ import time
 
 from pydantic import Field
 
+from bindexp.jobs.train import TrainSettings
 from bindexp.runs.cli import run_cli
-from bindexp.runs.train_settings import TrainSettings
 
 
 class BenchTrainSettings(TrainSettings):
@@ -51,11 +51,11 @@ def _timed(run_steps, n_steps: int, device) -> float:
 def bench(settings: BenchTrainSettings) -> dict[str, float]:
     import torch
 
+    from bindexp.jobs.train import arch_spec, data_spec, optim_spec
     from bindexp.models.loading import resolve_device, resolve_dtype
-    from bindexp.runs.train import arch_spec, data_spec, optim_spec
     from bindexp.training.architecture import new_model, program_tokenizer
     from bindexp.training.data import ProgramData
-    from bindexp.training.loop import make_batch, make_optimizer, train_step
+    from bindexp.training.step import make_batch, make_optimizer, train_step
 
     device = resolve_device(settings.device)
     amp_dtype = resolve_dtype(settings.dtype, device)

@@ -11,14 +11,14 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
-from bindexp.runs.cli import run_cli
 from bindexp.io.folder import RunFolder
-from bindexp.runs.over_training import OverTrainingSettings
+from bindexp.jobs.over_training import OverTrainingSettings
+from bindexp.runs.cli import run_cli
 from bindexp.vocab import PHASE_KEYS
 
 
 def _run_and_print(settings: OverTrainingSettings) -> None:
-    from bindexp.runs.over_training import run_over_training
+    from bindexp.jobs.over_training import run_over_training
 
     outcome = run_over_training(settings)
     summary = outcome.summary

@@ -12,7 +12,8 @@ not counted (failed, unreadable, duplicates) and why.
 
 from __future__ import annotations
 
-from bindexp.results.compare import CompareOutcome, CompareSettings, markdown_table, run_compare
+from bindexp.results.compare import CompareOutcome, CompareSettings, run_compare
+from bindexp.results.tables import markdown_table
 from bindexp.runs.cli import run_cli
 
 

@@ -8,10 +8,9 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
+from bindexp.jobs.evaluate import EvalSettings, run_eval
+from bindexp.plots.accuracy import accuracy_table
 from bindexp.runs.cli import run_cli
-from bindexp.runs.evaluate import run_eval
-from bindexp.runs.reporting import accuracy_table
-from bindexp.runs.settings import EvalSettings
 
 
 def _run_and_print(settings: EvalSettings) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import collections
 
-from bindexp.tasks import TaskError, make_programs, task_names
-from bindexp.tasks import MAX_HOPS
+from bindexp.errors import TaskError
+from bindexp.tasks import MAX_HOPS, make_programs, task_names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,8 +9,8 @@ Lines file (one robust program per line) and <file>.meta.json; also a W&B run (j
 
 from __future__ import annotations
 
+from bindexp.jobs.robust import RobustSettings, find_robust
 from bindexp.runs.cli import run_cli
-from bindexp.runs.robust import RobustSettings, find_robust
 
 
 def _run_and_print(settings: RobustSettings) -> None:

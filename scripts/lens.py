@@ -8,9 +8,8 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
-from bindexp.runs.analysis_settings import LensSettings
+from bindexp.jobs.lens import LensSettings, run_lens
 from bindexp.runs.cli import run_cli
-from bindexp.runs.lens import run_lens
 
 
 def _run_and_print(settings: LensSettings) -> None:

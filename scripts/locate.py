@@ -9,9 +9,8 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
-from bindexp.runs.analysis_settings import LocateSettings
+from bindexp.jobs.locate import LocateSettings, run_locate
 from bindexp.runs.cli import run_cli
-from bindexp.runs.locate import run_locate
 
 
 def _run_and_print(settings: LocateSettings) -> None:

@@ -9,9 +9,8 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
+from bindexp.jobs.patch import PatchSettings, run_patch
 from bindexp.runs.cli import run_cli
-from bindexp.runs.patch import run_patch
-from bindexp.runs.settings import PatchSettings
 from bindexp.tasks.registry import get_task
 
 

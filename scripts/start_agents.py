@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import signal
 
-from bindexp.sweeps.agents import AgentSettings, start_agents
 from bindexp.runs.cli import run_cli
+from bindexp.sweeps.agents import AgentSettings, start_agents
 
 
 def _terminate(signum, frame):

@@ -9,9 +9,8 @@ Every setting is `--name=value` (see `--help`) or a `BINDEXP_NAME` environment v
 
 from __future__ import annotations
 
-from bindexp.runs.analysis_settings import SubspaceSettings
+from bindexp.jobs.subspace import SubspaceSettings, run_subspace
 from bindexp.runs.cli import run_cli
-from bindexp.runs.subspace import run_subspace
 
 
 def _run_and_print(settings: SubspaceSettings) -> None:

@@ -10,12 +10,12 @@ explicit settings override the preset's.
 
 from __future__ import annotations
 
+from bindexp.jobs.train import TrainSettings
 from bindexp.runs.cli import run_cli
-from bindexp.runs.train_settings import TrainSettings
 
 
 def _run(settings: TrainSettings) -> None:
-    from bindexp.runs.train import run_train
+    from bindexp.jobs.train import run_train
 
     run_train(settings)
 

@@ -1,6 +1,8 @@
 """Guards docs/ARCHITECTURE.md, section "Layers": a module imports only from its own package or from
-lower layers (so sweeps and results do not import each other), every package is in the table, and
-layers 0 (errors, vocab, stats) and 1 (tasks) import no torch, wandb, pandas or matplotlib."""
+lower layers (so sweeps and results do not import each other, nor io, plots and models), every
+package is in the table, layers 0 (errors, vocab, stats) and 1 (tasks) import no torch, wandb,
+pandas or matplotlib, and inside interventions the rooms import only downwards too (results <
+engine < methods, readouts)."""
 
 import ast
 import re
@@ -8,8 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = 'docs/ARCHITECTURE.md, section "Layers"'
-LAYERS = {"errors": 0, "vocab": 0, "stats": 0, "tasks": 1, "models": 2, "interventions": 3, "training": 3, "runs": 4,
-          "sweeps": 5, "results": 5}
+LAYERS = {"errors": 0, "vocab": 0, "stats": 0, "tasks": 1, "models": 2, "io": 2, "plots": 2, "interventions": 3,
+          "training": 3, "runs": 4, "jobs": 5, "sweeps": 6, "results": 6}
+ROOMS = {"results": 0, "engine": 1, "methods": 2, "readouts": 2}  # inside bindexp/interventions/
 HEAVY = {"torch", "wandb", "transformers", "nnsight", "tokenizers", "pandas", "matplotlib"}
 
 
@@ -71,10 +74,27 @@ def test_lower_layers_are_pure_python():
     assert not problems, f"against {SECTION}:\n" + "\n".join(problems)
 
 
+def test_interventions_rooms_import_downwards():
+    problems = []
+    for path in sorted((ROOT / "bindexp" / "interventions").rglob("*.py")):
+        parts = path.relative_to(ROOT / "bindexp" / "interventions").parts
+        own = parts[0] if len(parts) > 1 else None
+        assert own is None or own in ROOMS, f"add interventions/{own}/ to ROOMS and to {SECTION}"
+        for module in _imports(path):
+            names = module.split(".")
+            if names[:2] != ["bindexp", "interventions"] or len(names) < 3 or own is None:
+                continue
+            other = names[2]
+            if other != own and ROOMS.get(other, 9) >= ROOMS[own]:
+                problems.append(f"{path.relative_to(ROOT)} ({own}) imports {module} ({other})")
+    assert not problems, "\n".join(problems)
+
+
 def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from bindexp.runs.settings import EvalSettings\nimport torch\n")
     assert list(_imports(bad)) == ["bindexp.runs.settings", "torch"]
     assert _layer("bindexp.runs.settings") > _layer("bindexp.tasks.program")
     assert _layer("bindexp.sweeps.local") == _layer("bindexp.results.records")  # siblings: refused above
+    assert _layer("bindexp.io.grids") == _layer("bindexp.plots.heatmap") == _layer("bindexp.models.sites")
     assert _package("bindexp.errors") == "errors" and _package("bindexp") is None

@@ -34,7 +34,6 @@ PAIRS_FILE = "pairs.jsonl"  # patch: every pair's own values
 HEATMAP_FILE = "heatmap.png"  # patch
 ATP_VERIFY_FILE = "atp_verify.csv"  # patch with method=atp and verify_top_k
 ROBUST_FILE = "robust_programs.jsonl"  # robust: one program per line
-ROBUST_META_SUFFIX = ".meta.json"  # robust: the sidecar of a programs file, <name>.meta.json
 OVER_TRAINING_TABLE_FILE = "over_training.csv"  # over_training: step, role, layer, metric, value, ci_low, ci_high, n
 TRAINING_PLOT_FILE = "training.png"  # train: the history (accuracies, loss) against the step, phase lines
 OVER_TRAINING_PLOT_FILE = "over_training.png"  # over_training: the metric against the training step per role
@@ -179,11 +178,6 @@ class RunFolder:
         """The run's settings and extras as one dict (W&B's config shape), None without config.json."""
         config = self.read_json(CONFIG_FILE)
         return None if config is None else {**config.get("settings", {}), **config.get("extra", {})}
-
-
-def robust_meta_path(path: Path) -> Path:
-    """The sidecar of a robust-programs file: `<name>.meta.json` beside `<name>.jsonl`."""
-    return path.with_name(path.name.removesuffix(".jsonl") + ROBUST_META_SUFFIX)
 
 
 def announce(run_dir: Path, files_dir: Path) -> None:

@@ -4,8 +4,9 @@ per line, appended as a run goes, so whatever finished is on disk if the run die
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 def append_lines(path: Path, records: Iterable[dict[str, Any]], **dumps: Any) -> None:

@@ -10,12 +10,13 @@ gives the same numbers as one prompt at a time (up to float rounding).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from bindexp.models.loading import ModelError
+from bindexp.errors import ModelError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,9 +7,9 @@ that contains the first character of its span.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from bindexp.models.loading import ModelError
+from bindexp.errors import ModelError
 from bindexp.tasks.program import Program
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from bindexp.errors import ModelError
 from bindexp.models.forward import encode, final_logits, pad_id_of
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.tasks.prompts import parse_answer
 
 

@@ -79,7 +79,7 @@ class SiteMap:
     has_conv: bool = False
 
     @classmethod
-    def of(cls, model: Any, family: str) -> "SiteMap":
+    def of(cls, model: Any, family: str) -> SiteMap:
         architecture(family)
         config = model.config.get_text_config()
         n_heads = config.num_attention_heads

@@ -10,7 +10,8 @@ position ids that continue the prefix and the prefix's key/value cache (computed
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import DynamicCache

@@ -18,15 +18,31 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from bindexp.io.folder import ERROR_FILE, GRID_SIDECAR, SUMMARY_FILE, RunFolder
 from bindexp.runs.tracking import wandb_cli
 
 T = TypeVar("T")
 SKIP_JOB_TYPES = ("compare",)  # a compare run is never an input of another comparison
+# The one list of config entries that say how a run was run, not what it measured (the seed aside):
+# bookkeeping, W&B, speed, provenance (version, commit), inputs, sweep, and the scalar companions
+# of list settings. They never split runs that are otherwise the same, never become a column, and
+# never make two runs different measurements; every other setting that differs does.
+BOOKKEEPING = frozenset({
+    "run_name", "group", "tags", "output_dir", "progress", "wandb_mode", "project", "entity", "batch_size",
+    "pairs_per_chunk", "model_info", "device", "runs", "sweep", "provenance", "inputs", "causal_model",
+    "hops_label", "hops_max", "hops_min", "seq_len_label", "seq_len_max", "seq_len_min",
+})
+AVERAGED = BOOKKEEPING | {"seed"}  # what may differ between runs averaged together
+
+
+def measured_settings(record: RunRecord, drop: frozenset[str] = AVERAGED) -> dict[str, Any]:
+    """The run's config without `drop` (default: bookkeeping and the seed) and private keys, sorted."""
+    return {k: v for k, v in sorted(record.config.items()) if k not in drop and not k.startswith("_")}
 
 
 @dataclasses.dataclass

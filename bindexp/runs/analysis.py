@@ -1,30 +1,109 @@
-"""What the analysis runners (attention, lens, subspace, locate) share: checks before any model or
-W&B work, the pairs (the patch runner's own selection), writing grids, tables, figures and
-training curves through the run's Tracker and RunFolder.
+"""The skeleton every analysis job (attention, lens, subspace, locate) runs through, and what they
+share below it: checks before any model or W&B work, the pairs (the patch run's own selection,
+`bindexp.runs.pairs`) and their plan, and writing grids, tables, figures and pair files through
+the run's Tracker and `bindexp.io`.
+
+An analysis is an `Analysis`: its job type and three hooks -- `compute` (the measurement, returning
+an object), `write` (its files, returned for the artifact) and `summarize` (the summary) -- plus
+optional checks before and after the model loads. `run_analysis` does the rest in one order:
+checks, model, Tracker, model description, compute, write, summary, artifact, outcome.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
-
-from bindexp.interventions.results.grid import Grid
 from bindexp.interventions.engine.plan import GridPlan, plan_grid
+from bindexp.interventions.results.grid import Grid
+from bindexp.io.grids import write_grid
+from bindexp.io.streams import write_lines
+from bindexp.io.tables import write_csv, write_figure
 from bindexp.models.cache import ModelCache
 from bindexp.models.loading import LoadedModel, check_model_name
-from bindexp.runs.analysis_settings import AnalysisSettings
-from bindexp.runs.patch import candidate_pairs, check_layers, choose_pairs, patch_shots
+from bindexp.runs.pairs import candidate_pairs, choose_pairs, patch_shots
+from bindexp.runs.settings import PairSettings
 from bindexp.runs.tracking import Tracker
-from bindexp.stats import wilson_interval
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 from bindexp.tasks.prompts import require_answer_next
 
 
-def prepare(settings: AnalysisSettings, cache: ModelCache) -> tuple[LoadedModel, list[Program]]:
+@dataclasses.dataclass
+class AnalysisRun:
+    """What a hook sees: the settings, the model, the few-shot examples and the run's Tracker."""
+
+    settings: Any
+    lm: LoadedModel
+    shots: list[Program]
+    tracker: Tracker
+
+    def pairs_and_plan(self, site: str = "resid_pre") -> tuple[list[CounterfactualPair], int, GridPlan]:
+        return pairs_and_plan(self.lm, self.settings, self.shots, site=site)
+
+    def write_grid(self, name: str, grid: Grid, metadata: dict[str, Any]) -> list[Path]:
+        """The grid in grids/<name>/ (what `Grid.load` reads)."""
+        return list(write_grid(grid, self.tracker.folder.analysis_grid(name), metadata))
+
+    def write_table(self, key: str, frame: Any, filename: str) -> Path:
+        """A DataFrame as CSV in the run folder and as a W&B table."""
+        path = write_csv(frame, self.tracker.folder.file(filename))
+        self.tracker.log_table(key, frame.astype(object).where(frame.notna(), None))
+        return path
+
+    def write_figure(self, key: str, figure: Any, filename: str) -> Path:
+        """A figure as PNG in the run folder and as a W&B image."""
+        path = write_figure(figure, self.tracker.folder.file(filename), dpi=110)
+        self.tracker.log_image(key, path)
+        return path
+
+    def write_pairs(self, filename: str, pairs: Sequence[Any]) -> Path:
+        """Pairs (CounterfactualPair, or anything with `.pair`) as JSON lines."""
+        return write_lines(self.tracker.folder.file(filename), [getattr(p, "pair", p).to_dict() for p in pairs])
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """job_type: W&B's job type and the artifact's kind.
+    compute(run) -> result; write(run, result) -> files for the artifact; summarize(run, result) ->
+    summary; outcome(run, result, summary) -> what the runner returns.
+    check(settings, shots): refuse a request before the model loads; check_model(settings, lm): after.
+    config(settings): config entries beside the model's description.
+    metadata(run, result): the artifact's metadata (default: the settings)."""
+
+    job_type: str
+    compute: Callable[[AnalysisRun], Any]
+    write: Callable[[AnalysisRun, Any], list[Path]]
+    summarize: Callable[[AnalysisRun, Any], dict[str, Any]]
+    outcome: Callable[[AnalysisRun, Any, dict[str, Any]], Any]
+    check: Callable[[Any, list[Program]], None] | None = None
+    check_model: Callable[[Any, LoadedModel], None] | None = None
+    config: Callable[[Any], dict[str, Any]] | None = None
+    metadata: Callable[[AnalysisRun, Any], dict[str, Any]] | None = None
+
+
+def run_analysis(analysis: Analysis, settings: PairSettings, cache: ModelCache) -> Any:
+    """One analysis as one W&B run (job_type `analysis.job_type`), with a local copy of everything."""
+    if analysis.check is not None:
+        analysis.check(settings, patch_shots(settings))
+    lm, shots = prepare(settings, cache)
+    if analysis.check_model is not None:
+        analysis.check_model(settings, lm)
+    with Tracker(settings, analysis.job_type) as tracker:
+        tracker.update_config({"model_info": lm.describe(), **(analysis.config(settings) if analysis.config else {})})
+        run = AnalysisRun(settings, lm, shots, tracker)
+        result = analysis.compute(run)
+        files = analysis.write(run, result)
+        summary = analysis.summarize(run, result)
+        tracker.write_summary(summary)
+        metadata = analysis.metadata(run, result) if analysis.metadata else settings.model_dump(mode="json")
+        tracker.log_artifact(analysis.job_type, [f for f in files if f.exists()], metadata, keep_folders=True)
+        return analysis.outcome(run, result, summary)
+
+
+def prepare(settings: PairSettings, cache: ModelCache) -> tuple[LoadedModel, list[Program]]:
     """The model and few-shot examples, after every check that can fail without a model
     (impossible requests fail before any model loads or W&B run is made)."""
     check_model_name(settings.model)
@@ -32,11 +111,10 @@ def prepare(settings: AnalysisSettings, cache: ModelCache) -> tuple[LoadedModel,
     shots = patch_shots(settings)
     candidate_pairs(settings, 1, shots)
     lm = cache.get(settings.model, **settings.model_kwargs())
-    check_layers(settings, lm.n_layers)
     return lm, shots
 
 
-def pairs_and_plan(lm: LoadedModel, settings: AnalysisSettings, shots: Sequence[Program], *,
+def pairs_and_plan(lm: LoadedModel, settings: PairSettings, shots: Sequence[Program], *,
                    site: str = "resid_pre") -> tuple[list[CounterfactualPair], int, GridPlan]:
     """The patch runner's pairs for these settings (and how many candidates were looked at), and
     their plan (tokens, role -> position maps, the shared prefix's cache). The prefix stops before
@@ -52,65 +130,3 @@ def pairs_and_plan(lm: LoadedModel, settings: AnalysisSettings, shots: Sequence[
 def sequences_and_roles(plan: GridPlan) -> tuple[list[list[int]], list[dict[str, int]]]:
     """The clean prompts' token ids and their role -> position maps."""
     return [t.ids for t in plan.tokenized], [plan.column_map(t) for t in plan.tokenized]
-
-
-def save_grid(tracker: Tracker, name: str, grid: Grid, metadata: dict[str, Any]) -> list[Path]:
-    """The grid in grids/<name>/ (what `Grid.load` reads); its table logged as `<name>`."""
-    arrays, sidecar = grid.save(tracker.folder.analysis_grid(name), metadata)
-    return [arrays, sidecar]
-
-
-def write_table(tracker: Tracker, key: str, frame: Any, filename: str) -> Path:
-    """A DataFrame as CSV in the run folder and as a W&B table."""
-    path = tracker.folder.file(filename)
-    frame.to_csv(path, index=False)
-    tracker.log_table(key, frame.astype(object).where(frame.notna(), None))
-    return path
-
-
-def save_figure(tracker: Tracker, key: str, figure: Any, filename: str) -> Path:
-    path = tracker.folder.file(filename)
-    figure.savefig(path, dpi=110)
-    tracker.log_image(key, path)
-    return path
-
-
-def write_pairs(path: Path, pairs: Sequence[Any]) -> Path:
-    """Pairs (CounterfactualPair, or anything with `.pair`) as JSON lines."""
-    with open(path, "w") as handle:
-        for item in pairs:
-            handle.write(json.dumps(getattr(item, "pair", item).to_dict()) + "\n")
-    return path
-
-
-def proportion_interval(grid: Grid, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(successes, low, high) per cell of a 0/1 metric (IIA, top-1): 95% Wilson bounds from the
-    cell's mean and count."""
-    mean, count = np.nan_to_num(grid.mean[metric]), grid.counts.get(metric, grid.n)
-    successes = np.rint(mean * count).astype(int)
-    low, high = np.full(mean.shape, np.nan), np.full(mean.shape, np.nan)
-    for index in np.ndindex(*mean.shape):
-        low[index], high[index] = wilson_interval(int(successes[index]), int(count[index]))
-    return successes, low, high
-
-
-def head_panels(grid: Grid, metric: str, title: str, roles: Sequence[str] | None = None):
-    """One panel per role: layer x head heatmap of a ("layer", "role", "head") grid (no pyplot)."""
-    from matplotlib.figure import Figure
-
-    roles = list(roles or grid.labels["role"])
-    values = grid.mean[metric]
-    columns = min(4, len(roles))
-    rows = -(-len(roles) // columns)
-    figure = Figure(figsize=(3.2 * columns + 1.0, 2.6 * rows + 0.6), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False)
-    top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
-    for ax in axes.flat[len(roles):]:
-        ax.set_visible(False)
-    for ax, role in zip(axes.flat, roles):
-        image = ax.imshow(values[:, grid.labels["role"].index(role), :], aspect="auto", origin="lower",
-                          cmap="viridis", vmin=0.0, vmax=top)
-        ax.set(title=role, xlabel="head", ylabel="layer")
-    figure.colorbar(image, ax=axes.ravel().tolist(), label=metric)
-    figure.suptitle(title, fontsize=9)
-    return figure

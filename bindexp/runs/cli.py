@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from bindexp.errors import BindexpError, InputError
 from bindexp.runs.settings import parse_settings

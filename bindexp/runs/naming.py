@@ -15,8 +15,9 @@ import dataclasses
 import functools
 import re
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import bindexp
 

@@ -15,15 +15,15 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
 from bindexp.io.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce
 from bindexp.runs.naming import PROVENANCE_KEY, artifact_name, provenance, run_identity, slug
-from bindexp.runs.settings import RunSettings
-from bindexp.vocab import JobType
+from bindexp.runs.settings import WandbGroup
 
 
 def wandb_cli() -> str:
@@ -89,7 +89,7 @@ class Destination:
     output_dir: str = "outputs"
 
     @classmethod
-    def of(cls, settings: RunSettings) -> "Destination":
+    def of(cls, settings: WandbGroup) -> Destination:
         return cls(settings.wandb_mode, settings.project, settings.entity, settings.group, tuple(settings.tags),
                    settings.run_name, settings.output_dir)
 
@@ -100,14 +100,14 @@ class Tracker:
     `settings` are logged whole (W&B config, config.json) with the scalar companions of list
     settings (`hops_label`, `hops_max` ...) and the provenance (bindexp version, git commit, dirty
     tree); `destination` says where the run goes, by default the destination fields of a
-    `RunSettings`. The run is named and tagged from its settings (`bindexp.runs.naming`) unless
+    `WandbGroup`. The run is named and tagged from its settings (`bindexp.runs.naming`) unless
     `run_name` is given; a programs file or a local model it reads is declared as an input."""
 
-    def __init__(self, settings: BaseModel, job_type: JobType, config: dict[str, Any] | None = None,
+    def __init__(self, settings: BaseModel, job_type: str, config: dict[str, Any] | None = None,
                  destination: Destination | None = None):
         if destination is None:
-            if not isinstance(settings, RunSettings):
-                raise TypeError(f"{type(settings).__name__} is not a RunSettings: pass destination=")
+            if not isinstance(settings, WandbGroup):
+                raise TypeError(f"{type(settings).__name__} has no W&B settings (WandbGroup): pass destination=")
             destination = Destination.of(settings)
         self.job_type = job_type
         self.mode = resolve_wandb_mode(destination.wandb_mode)
@@ -323,7 +323,7 @@ class Tracker:
         if mode == "offline":
             print(f"W&B run saved offline; upload it with: {wandb_cli_hint()} sync {run_dir}")
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

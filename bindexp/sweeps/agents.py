@@ -23,9 +23,9 @@ from typing import TextIO
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
-from bindexp.runs.cli import InputError
-from bindexp.runs.tracking import wandb_cli
+from bindexp.errors import InputError
 from bindexp.runs.settings import StrList
+from bindexp.runs.tracking import wandb_cli
 
 SWEEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9]+")
 AGENT_ENV = {

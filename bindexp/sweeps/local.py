@@ -33,10 +33,18 @@ from typing import Any, Literal, TextIO
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
-from bindexp.runs.cli import check_writable_folder
 from bindexp.io.folder import POINTER_ENV, read_pointer
-from bindexp.sweeps.spec import (SweepError, agent_args, agent_command, configuration_problems, expand, load_sweep,
-                                 sweep_folder_name, with_interpreter)
+from bindexp.runs.cli import check_writable_folder
+from bindexp.sweeps.spec import (
+    SweepError,
+    agent_args,
+    agent_command,
+    configuration_problems,
+    expand,
+    load_sweep,
+    sweep_folder_name,
+    with_interpreter,
+)
 from bindexp.vocab import WandbMode
 
 STATE_FILE = "state.json"

@@ -15,15 +15,14 @@ import math
 import os
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from bindexp.runs.cli import InputError
-from bindexp.runs.analysis_settings import AttentionSettings, LensSettings, LocateSettings, SubspaceSettings
-from bindexp.runs.settings import EvalSettings, PatchSettings
-from bindexp.runs.train_settings import TrainSettings
+from bindexp.errors import InputError
+from bindexp.jobs.registry import JOBS
 
 # What the agent runs when a sweep has no `command` (wandb's own default).
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -48,16 +47,8 @@ DISTRIBUTIONS = {
 _PYTHON = re.compile(r"python[0-9.]*(\.exe)?$")
 PARAM_KEYS = {"value", "values", "probabilities", "distribution", "min", "max", "q", "mu", "sigma"}
 
-# The settings class each project script parses its arguments into.
-SCRIPT_SETTINGS: dict[str, type[BaseSettings]] = {
-    "scripts/eval.py": EvalSettings,
-    "scripts/patch.py": PatchSettings,
-    "scripts/attention.py": AttentionSettings,
-    "scripts/lens.py": LensSettings,
-    "scripts/subspace.py": SubspaceSettings,
-    "scripts/locate.py": LocateSettings,
-    "scripts/train.py": TrainSettings,
-}
+# The job of each project script (its settings class parses the script's arguments): from JOBS.
+SCRIPT_JOBS = {job.script: name for name, job in JOBS.items() if job.script}
 
 
 class SweepError(InputError):
@@ -203,7 +194,8 @@ def sweep_folder_name(name: str) -> str:
 def settings_class(config: dict[str, Any]) -> type[BaseSettings] | None:
     """The settings class the sweep's program parses its arguments into, if it is ours."""
     program = sweep_program(config)
-    return SCRIPT_SETTINGS.get(Path(program).as_posix()) if program else None
+    job = SCRIPT_JOBS.get(Path(program).as_posix()) if program else None
+    return JOBS[job].settings_class() if job else None
 
 
 def configuration_problems(config: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:

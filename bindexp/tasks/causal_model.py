@@ -17,7 +17,8 @@ counterfactual's answer).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bindexp.tasks.program import Program, TaskError
 

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bindexp.tasks.edits import replace_char
 from bindexp.tasks.program import Program, TaskError, derive_rng

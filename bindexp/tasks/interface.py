@@ -11,11 +11,11 @@ the registry lists each with one line.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from random import Random
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bindexp.tasks.program import Program, TaskError
-from bindexp.vocab import DIGITS
 
 if TYPE_CHECKING:
     from bindexp.tasks.causal_model import CausalModel

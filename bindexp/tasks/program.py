@@ -56,7 +56,7 @@ class Program:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Program":
+    def from_dict(cls, data: dict[str, Any]) -> Program:
         """The inverse of `to_dict` (also after a JSON round trip: spans come back as tuples);
         keys that are not fields are ignored."""
         fields = {f.name for f in dataclasses.fields(cls)}

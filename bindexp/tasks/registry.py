@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from random import Random
-from typing import Any, Callable
+from typing import Any
 
 from bindexp.tasks import binding, counter, tracing
 from bindexp.tasks.interface import TaskSpec

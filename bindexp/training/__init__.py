@@ -1,2 +1,2 @@
 """Training transformers from scratch on binding programs: data splits, architectures, the
-optimisation step, evaluation during training and checkpoints. The runner is bindexp.runs.train."""
+optimisation step, evaluation during training and checkpoints. The runner is bindexp.jobs.train."""

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from bindexp.errors import TaskError
 from bindexp.tasks.interface import TrainingSupport
-from bindexp.tasks.program import Program, TaskError, derive_rng, run_program
+from bindexp.tasks.program import Program, derive_rng, run_program
 from bindexp.tasks.registry import DEFAULT_TASK, get_task, make_programs
 
 Pair = tuple[str, str]  # (variable, constant)

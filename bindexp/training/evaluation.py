@@ -21,7 +21,8 @@ heuristic-wrong accuracy passes 0.99. None when not reached.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -29,8 +30,7 @@ from bindexp.models.loading import LoadedModel
 from bindexp.models.scoring import score_candidates
 from bindexp.stats import wilson_interval
 from bindexp.tasks.program import Program
-from bindexp.tasks.registry import DIGITS
-from bindexp.vocab import PHASE_KEYS, STEP_KEY
+from bindexp.vocab import DIGITS, PHASE_KEYS, STEP_KEY
 
 SYSTEMATIC_THRESHOLD = 0.99
 END_SETS = ("test", "systematic")  # scored once, at the end of training

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import torch
 
+from bindexp.errors import ModelError
 from bindexp.interventions.engine.prepared import PreparedPair
 from bindexp.models.forward import new_cache
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.models.sites import SiteMap
 from bindexp.models.tracing import site_activation
 

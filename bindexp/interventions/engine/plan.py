@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
+from bindexp.errors import ModelError
 from bindexp.interventions.results.grid import GridAccumulator
 from bindexp.interventions.results.metrics import AnswerTokens
 from bindexp.models.forward import SharedPrefix, common_prefix_length, encode
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.models.positions import role_positions
 from bindexp.models.scoring import candidate_token_ids
 from bindexp.models.sites import SITES

@@ -5,14 +5,15 @@ reuses (computed once per pair, after the shared prefix).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from bindexp.interventions.results.metrics import logit_diff
+from bindexp.errors import ModelError
 from bindexp.interventions.engine.plan import TokenizedPair
+from bindexp.interventions.results.metrics import logit_diff
 from bindexp.models.forward import SharedPrefix
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.models.tracing import after_prefix, site_activation
 
 

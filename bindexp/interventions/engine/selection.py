@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
+from bindexp.errors import ModelError
 from bindexp.interventions.engine.plan import pair_prompts, pairs_task
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.models.scoring import score_candidates
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program

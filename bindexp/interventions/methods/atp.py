@@ -12,17 +12,18 @@ see `agreement`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from bindexp.interventions.engine.plan import GridPlan, TokenizedPair, plan_grid
+from bindexp.interventions.methods import MethodOptions, MethodResult, Verification
 from bindexp.interventions.methods.exact import patch_cells
 from bindexp.interventions.results.grid import Grid
-from bindexp.interventions.methods import MethodOptions, MethodResult, Verification
 from bindexp.interventions.results.metrics import logit_diff, normalized_effect
-from bindexp.interventions.engine.plan import GridPlan, TokenizedPair, plan_grid
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel
 from bindexp.models.sites import SiteMap

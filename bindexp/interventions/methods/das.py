@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Iterator, Literal, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from bindexp.errors import BindexpError
-from bindexp.interventions.methods.subspace import (Accuracy, SitePair, check_disjoint, interchanged_logits, site_activations, subspace_iia)
+from bindexp.interventions.methods.subspace import (
+    Accuracy,
+    SitePair,
+    check_disjoint,
+    interchanged_logits,
+    site_activations,
+    subspace_iia,
+)
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel
 

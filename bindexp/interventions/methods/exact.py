@@ -10,16 +10,17 @@ sink (`on_pair`: the run streams them to its pairs file), and the chunk is dropp
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 
-from bindexp.interventions.results.grid import Grid
-from bindexp.interventions.methods import MethodOptions, MethodResult
-from bindexp.interventions.results.metrics import METRICS, cell_metrics
 from bindexp.interventions.engine.patching import Cell, Source, forward_batches, patched_logits
 from bindexp.interventions.engine.plan import GridPlan, plan_grid
 from bindexp.interventions.engine.prepared import PreparedPair, prepare_pairs
+from bindexp.interventions.methods import MethodOptions, MethodResult
+from bindexp.interventions.results.grid import Grid
+from bindexp.interventions.results.metrics import METRICS, cell_metrics
 from bindexp.models.loading import LoadedModel
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program

@@ -11,16 +11,17 @@ sdpa attention (flash attention takes no mask).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from bindexp.interventions.results.grid import Grid, GridAccumulator
-from bindexp.interventions.methods import MethodOptions, MethodResult
+from bindexp.errors import ModelError
 from bindexp.interventions.engine.plan import GridPlan, TokenizedPair, plan_grid
+from bindexp.interventions.methods import MethodOptions, MethodResult
+from bindexp.interventions.results.grid import Grid, GridAccumulator
 from bindexp.models.forward import SharedPrefix
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.models.tracing import after_prefix
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program

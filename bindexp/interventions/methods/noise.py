@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from bindexp.interventions.methods.exact import patch_cells
 from bindexp.interventions.engine.plan import GridPlan
+from bindexp.interventions.methods.exact import patch_cells
 
 
 def noise_floor(plan: GridPlan, n_pairs: int, *, cells_per_forward: int = 32, min_gap: float = 0.0,

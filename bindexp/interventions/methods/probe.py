@@ -18,7 +18,7 @@ the rest clean) is scored on held-out pairs as IIA with a Wilson interval.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

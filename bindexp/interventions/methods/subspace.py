@@ -15,14 +15,15 @@ Held-out and training pairs must never share a program text (`check_disjoint`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from random import Random
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from bindexp.errors import BindexpError
+from bindexp.errors import BindexpError, ModelError
 from bindexp.models.forward import SharedPrefix, batch_forward, batches, pad_id_of
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.stats import wilson_interval
 
 

@@ -6,9 +6,9 @@ before the edit too, so the plan's shared prefix stops before the first column.
 
 from __future__ import annotations
 
-from bindexp.interventions.methods.exact import patch_cells
-from bindexp.interventions.methods import MethodOptions, MethodResult
 from bindexp.interventions.engine.plan import GridPlan
+from bindexp.interventions.methods import MethodOptions, MethodResult
+from bindexp.interventions.methods.exact import patch_cells
 
 
 def zero_ablation(plan: GridPlan, options: MethodOptions) -> MethodResult:

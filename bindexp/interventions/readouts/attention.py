@@ -17,14 +17,16 @@ per *query* head ([layer, head, ...] with head < num_attention_heads).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from bindexp.errors import ModelError
 from bindexp.interventions.results.grid import Grid, GridAccumulator
 from bindexp.models.forward import SharedPrefix
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.models.tracing import after_prefix
 
 ATTENTION_METRIC = "attention"

@@ -12,14 +12,15 @@ tokens with a strictly larger logit (ties favour the scored token).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from bindexp.errors import ModelError
 from bindexp.interventions.results.grid import Grid, GridAccumulator
 from bindexp.models.forward import SharedPrefix
-from bindexp.models.loading import LoadedModel, ModelError
+from bindexp.models.loading import LoadedModel
 from bindexp.models.tracing import after_prefix
 
 LENS_METRICS = ("p_answer", "rank_answer", "top1_answer", "p_counterfactual", "rank_counterfactual")

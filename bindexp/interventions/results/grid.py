@@ -11,13 +11,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from bindexp.io.grids import read_grid_files
-from bindexp.stats import RunningMoments, wilson_bounds
+from bindexp.stats import RunningMoments, wilson_bounds, wilson_interval
+
 # 0/1 per pair (interchange accuracy, a patched prediction leaving the answer, the lens's top-1
 # answer, the accuracy left after a knockout): Wilson intervals while every value added is 0 or 1
 PROPORTION_METRICS = ("iia", "flip", "top1_answer", "accuracy")
@@ -71,7 +73,7 @@ class Grid:
         return plot_grid(self, metric, ax, title)
 
     @classmethod
-    def load(cls, folder: Path) -> "Grid":
+    def load(cls, folder: Path) -> Grid:
         """The grid `bindexp.io.grids.write_grid` wrote into `folder`."""
         sidecar, arrays = read_grid_files(folder)
         metrics = sidecar["metrics"]
@@ -119,3 +121,14 @@ class GridAccumulator:
         counts = {m: self.moments[m].count.astype(int) for m in self.moments}
         return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), counts, list(self.token_labels),
                     info or {})
+
+
+def proportion_interval(grid: Grid, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(successes, low, high) per cell of a 0/1 metric (IIA, top-1): 95% Wilson bounds from the
+    cell's mean and count."""
+    mean, count = np.nan_to_num(grid.mean[metric]), grid.counts.get(metric, grid.n)
+    successes = np.rint(mean * count).astype(int)
+    low, high = np.full(mean.shape, np.nan), np.full(mean.shape, np.nan)
+    for index in np.ndindex(*mean.shape):
+        low[index], high[index] = wilson_interval(int(successes[index]), int(count[index]))
+    return successes, low, high

@@ -6,7 +6,8 @@ and the hop each role belongs to; the systematic filter's precondition.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bindexp.tasks.program import Program, Span, TaskError, execute_query
 

@@ -11,7 +11,8 @@ prediction equals the counterfactual's answer; the tests check that against Pyth
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from bindexp.tasks.binding.analyser import LINE
 from bindexp.tasks.causal_model import CONTROL, FAMILY, CausalModel, CausalVariable

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from random import Random
-from typing import Any, Mapping
+from typing import Any
 
 from bindexp.tasks.edits import other_digit, values_before
 from bindexp.tasks.interface import CounterfactualKind

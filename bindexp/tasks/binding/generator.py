@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import string
 from random import Random
-from typing import Literal, Sequence
+from typing import Literal
 
 from bindexp.tasks.binding.analyser import analyse_binding
 from bindexp.tasks.program import Program, TaskError

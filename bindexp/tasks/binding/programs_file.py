@@ -3,7 +3,8 @@ recorded options' types, one line per assignment, and the hops the program reall
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bindexp.tasks.program import Program, TaskError
 

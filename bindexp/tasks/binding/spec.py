@@ -7,8 +7,14 @@ from bindexp.tasks.binding.causal_model import CAUSAL_MODEL
 from bindexp.tasks.binding.counterfactuals import COUNTERFACTUALS
 from bindexp.tasks.binding.generator import MAX_HOPS, BindingOptions, binding_program
 from bindexp.tasks.binding.programs_file import FILE_OPTIONS, check_file_line
-from bindexp.tasks.binding.supervision import (ALL_PAIRS, constant_pairs, extra_queries, line_values, relabel_binding,
-                                               root_pair)
+from bindexp.tasks.binding.supervision import (
+    ALL_PAIRS,
+    constant_pairs,
+    extra_queries,
+    line_values,
+    relabel_binding,
+    root_pair,
+)
 from bindexp.tasks.interface import TaskSpec, TrainingSupport, answer_digit
 from bindexp.vocab import DIGITS
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from random import Random
-from typing import Sequence
 
 from bindexp.tasks.program import Program, TaskError, check_length, finish_program
 

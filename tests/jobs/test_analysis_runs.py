@@ -1,0 +1,222 @@
+"""scripts/{attention,lens,subspace,locate}.py end to end on a tiny model (offline W&B), and the
+runners' own guarantees: locate's table on a planted case, held-out pairs never train."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bindexp.errors import BindexpError
+from bindexp.interventions.results.grid import Grid
+from bindexp.jobs.lens import LensSettings
+from bindexp.jobs.locate import LocateSettings
+from bindexp.jobs.patch import PatchSettings
+from bindexp.jobs.subspace import SubspaceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--model=tiny-random-llama", "--seq_len=5", "--hops=2", "--shots=1", "--only_correct=False",
+        "--systematic_only=False", "--progress=False", "--min_gap=0"]
+SMALL = dict(model="tiny-random-llama", seq_len=5, hops=2, shots=1, only_correct=False, systematic_only=False,
+             progress=False, wandb_mode="disabled", min_gap=0)
+
+
+def _main(name, argv):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def _files(printed):
+    (line,) = [x for x in printed.splitlines() if "wandb sync" in x]
+    return Path(line.split("wandb sync ")[1].strip()) / "files"
+
+
+def _inspect(files):
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(files.parent)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_attention_script(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _main("attention", TINY + ["--num_programs=3", "--wandb_mode=offline", "--top_k=2"]) == 0
+    files = _files(capsys.readouterr().out)
+    summary = json.loads((files / "summary.json").read_text())
+    assert summary["attn_implementation_loaded"] == "sdpa" and summary["switched_to_eager"] is True
+    assert json.loads((files / "config.json").read_text())["job_type"] == "attention"
+    grid = Grid.load(files / "grids" / "final")
+    assert grid.axes == ("layer", "role", "head") and grid.n.max() == 3
+    routing = pd.read_csv(files / "routing_heads.csv")
+    assert set(routing["destination"]) == {"final", "query_var"}
+    assert set(routing["source"]) == {"chain1_lhs", "root_value", "chain2_lhs", "chain2_rhs"}
+    top = routing[(routing["destination"] == "final") & (routing["source"] == "root_value") & (routing["rank"] == 1)]
+    column = grid.labels["role"].index("root_value")
+    assert float(top["attention"].iloc[0]) == pytest.approx(float(np.nanmax(grid.mean["attention"][:, column, :])))
+    assert routing["head_patch_effect"].notna().all()  # every routing head was patched
+    assert (routing["knockout_n"] == 3).all()  # ... and its edge knocked out on every program
+    assert (routing["knockout_ci_low"] <= routing["knockout_logit_drop"]).all()
+    assert (routing["knockout_logit_drop"] <= routing["knockout_ci_high"]).all()
+    assert summary["routing"]["final"]["root_value"]["knockout_logit_drop"] == pytest.approx(
+        float(top["knockout_logit_drop"].iloc[0]))
+    assert (files / "attention_final.png").exists() and (files / "attention_query_var.png").exists()
+    assert _inspect(files)["summary"]["routing"]["final"]["root_value"]["head"] == summary["routing"]["final"]["root_value"]["head"]
+
+
+def test_lens_script_and_the_last_layer_is_the_models_own_output(tmp_path, monkeypatch, capsys, tiny_llama):
+    monkeypatch.chdir(tmp_path)
+    assert _main("lens", TINY + ["--num_programs=3", "--wandb_mode=offline"]) == 0
+    printed = capsys.readouterr().out
+    files = _files(printed)
+    assert "answer readable" in printed
+    grid = Grid.load(files / "grids" / "lens")
+    assert grid.labels["layer"] == list(range(tiny_llama.n_layers + 1))
+    summary = json.loads((files / "summary.json").read_text())
+    assert {"readable_layer", "readable_layer_low", "readable_layer_high", "final_p_answer"} <= set(summary)
+    # after the last layer the lens is the model's logits: p(answer) by a plain forward
+    from bindexp.models.cache import ModelCache
+    from bindexp.runs.analysis import pairs_and_plan, prepare
+
+    settings = LensSettings(**{**SMALL, "num_programs": 3})
+    cache = ModelCache()
+    lm, shots = prepare(settings, cache)
+    _, _, plan = pairs_and_plan(lm, settings, shots)
+    probabilities = []
+    for item in plan.tokenized:
+        with torch.no_grad():
+            logits = lm.model(input_ids=torch.tensor([item.ids])).logits[0, -1].float()
+        probabilities.append(float(torch.softmax(logits, -1)[item.answer.original]))
+    assert summary["final_p_answer"] == pytest.approx(np.mean(probabilities), abs=1e-5)
+    assert (files / "lens_final.png").exists() and not grid.to_frame().empty
+
+
+def test_readable_layer_on_planted_shares():
+    from bindexp.jobs.lens import first_layer_above, readable_layer
+
+    assert first_layer_above([0.1, 0.6, 0.4, 0.8, 0.9], [0, 1, 2, 3, 4], 0.5) == 3  # a blip at 1 does not count
+    assert first_layer_above([0.1, 0.2], [0, 1], 0.5) is None
+    shares = np.array([[0.0], [0.3], [0.7], [1.0]])
+    counts = np.full((4, 1), 10)
+    grid = Grid(("layer", "role"), {"layer": [0, 1, 2, 3], "role": ["final"]}, {"top1_answer": shares},
+                {"top1_answer": shares}, {"top1_answer": shares}, counts, {"top1_answer": counts})
+    readable = readable_layer(grid, 0.5)
+    assert readable["readable_layer"] == 2
+    # 3/10 has a Wilson upper bound above 0.5 (earliest plausible: layer 1); 7/10's lower bound is
+    # below 0.5, 10/10's above (latest plausible: layer 3)
+    assert readable["readable_layer_low"] == 1 and readable["readable_layer_high"] == 3
+
+
+def test_subspace_script_keeps_heldout_pairs_out_of_training(tmp_path, monkeypatch, capsys, tiny_llama):
+    monkeypatch.chdir(tmp_path)
+    argv = TINY + ["--n_train=6", "--n_heldout=3", "--ks=[1, 4]", "--steps=3", "--wandb_mode=offline"]
+    assert _main("subspace", argv) == 0
+    files = _files(capsys.readouterr().out)
+    texts = [{(r["original"], r["counterfactual"]) for r in map(json.loads, (files / name).read_text().splitlines())}
+             for name in ("train_pairs.jsonl", "heldout_pairs.jsonl")]
+    programs = [{text for pair in side for text in pair} for side in texts]
+    assert len(texts[1]) == 3 and texts[0] and not programs[0] & programs[1]
+    summary = json.loads((files / "summary.json").read_text())
+    assert set(summary["das"]) == {"k1", "k4"} and summary["n_heldout"] == 3
+    frame = pd.read_csv(files / "subspace.csv")
+    assert list(frame["method"]) == ["das", "das", "pca_probe_value"]
+    from safetensors import safe_open
+
+    width = tiny_llama.model.config.hidden_size
+    with safe_open(str(files / "das_rotations.safetensors"), "pt") as handle:
+        assert sorted(handle.keys()) == ["k1", "k4"] and handle.get_tensor("k4").shape == (width, width)
+    assert (files / "das_loss.png").exists() and (files / "probe_basis.safetensors").exists()
+
+
+def test_subspace_run_refuses_overlapping_splits(tmp_path, monkeypatch):
+    import bindexp.jobs.subspace as runner
+
+    def overlapping(pairs, n_heldout, seed):
+        return list(pairs), list(pairs[:n_heldout])
+
+    monkeypatch.setattr(runner, "split_pairs", overlapping)
+    settings = SubspaceSettings(**SMALL, output_dir=str(tmp_path), n_train=3, n_heldout=2, ks=[1], steps=1)
+    with pytest.raises(BindexpError, match="in both the training and the held-out"):
+        runner.run_subspace(settings)
+
+
+def test_locate_table_and_the_planted_input_cell(tmp_path, monkeypatch, capsys):
+    from bindexp.jobs.locate import run_locate
+    from bindexp.jobs.patch import run_patch
+
+    settings = LocateSettings(**SMALL, output_dir=str(tmp_path), num_programs=4)
+    outcome = run_locate(settings)
+    assert list(outcome.table["variable"]) == ["value", "query", "pointer2"]
+    assert list(outcome.table["counterfactual"]) == ["root_value", "query_chain", "chain_link"]
+    assert {"best_layer", "best_role", "iia", "iia_ci_low", "iia_ci_high", "where"} <= set(outcome.table.columns)
+    assert len(outcome.cells) == 3 * 4 * len(outcome.grids["value"].labels["role"])
+    # the planted case: at layer 0 on the root constant's token, interchanging the value is the
+    # counterfactual's input there, so IIA equals the exact patch run's, and the share of pairs
+    # whose counterfactual prompt the model answers with the counterfactual's answer
+    patch = run_patch(PatchSettings(**SMALL, output_dir=str(tmp_path), num_programs=4, counterfactual="root_value"))
+    root = patch.grid.labels["role"].index("root_value")
+    cell = outcome.cells[(outcome.cells["variable"] == "value") & (outcome.cells["layer"] == 0)
+                         & (outcome.cells["role"] == "root_value")].iloc[0]
+    assert cell["iia"] == pytest.approx(float(patch.grid.mean["iia"][0, root]))
+    from bindexp.interventions.engine.plan import pair_prompts
+    from bindexp.models import MODEL_CACHE, score_candidates
+    from bindexp.runs.pairs import patch_shots
+    from bindexp.vocab import DIGITS
+
+    lm = MODEL_CACHE.get("tiny-random-llama", **settings.model_kwargs())
+    shots = patch_shots(settings)
+    prompts = [pair_prompts(pair, shots, "raw")[1] for pair in patch.pairs]
+    scores = score_candidates(lm, prompts, [p.counterfactual.answer for p in patch.pairs], DIGITS)
+    assert cell["iia"] == pytest.approx(np.mean([s.correct for s in scores]))
+    assert cell["n"] == 4 and cell["iia_ci_low"] <= cell["iia"] <= cell["iia_ci_high"]
+    summary = json.loads((outcome.out_dir / "summary.json").read_text())
+    assert set(summary["variables"]) == {"value", "query", "pointer2"}
+    declared = json.loads((outcome.out_dir / "causal_model.json").read_text())
+    assert declared["interventions"]["chain_link"] == "pointer"
+    assert (outcome.out_dir / "locate.csv").exists() and (outcome.out_dir / "locate_iia.png").exists()
+
+
+@pytest.mark.parametrize("script, argv, fragment", [
+    ("locate", ["--site=head"], "exact role grids"),
+    ("locate", ["--counterfactuals=[distractor_item]"], "distractor_item"),
+    ("subspace", ["--num_programs=5"], "n_train + n_heldout"),
+    ("subspace", ["--role=nope"], "nope"),
+    ("subspace", ["--ks=[1, 99999]"], "residual width"),
+    ("attention", ["--routing_sources=[nope]", "--num_programs=2"], "nope"),
+    ("lens", ["--readable_threshold=1.5"], "readable_threshold"),
+])
+def test_bad_analysis_settings_exit_with_one_line(tmp_path, script, argv, fragment):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *TINY, "--wandb_mode=disabled",
+                          f"--output_dir={tmp_path}", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]
+
+
+def test_one_program_reads_roles_inside_what_would_be_a_shared_prefix(tmp_path):
+    """With one pair the prompts share everything up to the edit, chain1_lhs included: the plan's
+    prefix must stop before the first role token, or the lens could not read it."""
+    from bindexp.jobs.lens import run_lens
+
+    outcome = run_lens(LensSettings(**{**SMALL, "num_programs": 1}, output_dir=str(tmp_path)))
+    column = outcome.grid.labels["role"].index("chain1_lhs")
+    assert np.isfinite(outcome.grid.mean["p_answer"][:, column]).all()
+
+
+def test_locate_skips_a_variable_without_usable_pairs_and_says_why(tmp_path, capsys):
+    """min_gap=1.0 on the random tiny model leaves no pair for any variable: each is skipped with
+    its reason, and with nothing left the run is one error naming them all."""
+    from bindexp.errors import ModelError
+    from bindexp.jobs.locate import run_locate
+
+    settings = LocateSettings(**{**SMALL, "min_gap": 1.0}, output_dir=str(tmp_path), num_programs=4)
+    with pytest.raises(ModelError, match="no variable could be located: .*value.*min_gap"):
+        run_locate(settings)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert {line.split()[1] for line in warnings} >= {"value", "query"}
