@@ -1,13 +1,14 @@
 # One command per job; each does its own set-up on a fresh machine.
 #   make demo   - evaluate the bundled SmolLM2-135M on binding programs (offline W&B run)
-#   make test   - the fast test suite (tiny random models)
+#   make test   - the fast test suite (tiny random models), after ruff
+#   make lint   - ruff (style, imports, pyflakes, bugbear)
 #   make sweep-smoke - a 4-run sweep of the bundled model with no W&B server, then its comparison
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-bindexp
 
-.PHONY: install demo test test-slow test-gpu bench-eval bench-patch examples sweep-smoke clean
+.PHONY: install demo lint test test-cli test-slow test-gpu bench-eval bench-patch examples sweep-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,14 @@ demo: $(STAMP)
 	$(PY) scripts/eval.py --model=smollm2-135m --task=binding "--hops=[1,2,3,4]" --seq_len=16 \
 		--num_programs=50 --shots=3 --seed=0
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-cli: $(STAMP)
+	$(PY) -m pytest -m "cli and not slow and not gpu" -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not gpu" -q

@@ -92,7 +92,7 @@ def bench(settings: BenchTrainSettings) -> dict[str, float]:
             run = make()
             run(range(settings.warmup))
             timed = range(settings.warmup, n_batches)
-            best = min(best, _timed(lambda _: run(timed), settings.steps, device))
+            best = min(best, _timed(lambda _: run(timed), settings.steps, device))  # noqa: B023 - called at once
         seconds[name] = best
     tokens = sum(batches[i].n_tokens for i in range(settings.warmup, n_batches))
     result = {"bare_tokens_per_s": tokens / seconds["bare"], "bindexp_tokens_per_s": tokens / seconds["bindexp"],

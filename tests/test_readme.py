@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
+
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- test: tiny -->"
 

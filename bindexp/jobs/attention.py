@@ -9,8 +9,9 @@ default). Per destination (final, query_var): mean attention per layer x head to
 chain), the top-k heads by mean attention, each confirmed two ways over the same pairs: patching
 that head's output at the destination with the counterfactual run's (exact method, `head` site:
 normalized effect and IIA), and knocking out that one head's attention edge from the destination
-to the source (the answer's logit drop with its 95% interval, and the accuracy left). Weights need eager attention; a model loaded with another implementation
-is switched to eager for these forwards only, and the summary says so.
+to the source (the answer's logit drop with its 95% interval, and the accuracy left). Weights need
+eager attention; a model loaded with another implementation is switched to eager for these
+forwards only, and the summary says so.
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def api_records(path: str, where: RunFilter = RunFilter(), *, per_page: int = 10
     records, index = [], 0
     while True:
         try:
-            run = with_backoff(lambda: runs[index], **retry)
+            run = with_backoff(lambda: runs[index], **retry)  # noqa: B023 - called at once
         except IndexError:
             break
         index += 1

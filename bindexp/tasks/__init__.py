@@ -4,10 +4,11 @@ Each built-in task is a package (`binding/`, `counter/`, `tracing/`) whose `spec
 `TaskSpec`; the registry lists them, and generic code asks the spec, never a task's name.
 """
 
+from bindexp.errors import TaskError
 from bindexp.tasks.binding import MAX_HOPS, BindingOptions, analyse_binding, binding_program, render_binding
 from bindexp.tasks.counter import analyse_counter
 from bindexp.tasks.interface import TaskSpec
-from bindexp.tasks.program import Program, TaskError, execute_query
+from bindexp.tasks.program import Program, execute_query
 from bindexp.tasks.prompts import (
     build_prompt,
     parse_answer,

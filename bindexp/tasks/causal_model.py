@@ -20,7 +20,8 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bindexp.tasks.program import Program, TaskError
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program
 
 if TYPE_CHECKING:
     from bindexp.tasks.counterfactuals import CounterfactualPair

@@ -8,8 +8,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from bindexp.errors import TaskError
 from bindexp.tasks.edits import replace_char
-from bindexp.tasks.program import Program, TaskError, derive_rng
+from bindexp.tasks.program import Program, derive_rng
 from bindexp.tasks.registry import DEFAULT_TASK, get_task, make_programs
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from random import Random
 from typing import TYPE_CHECKING, Any
 
-from bindexp.tasks.program import Program, TaskError
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program
 
 if TYPE_CHECKING:
     from bindexp.tasks.causal_model import CausalModel

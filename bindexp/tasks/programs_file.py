@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bindexp.tasks.program import Program, TaskError, execute_query
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program, execute_query
 from bindexp.tasks.registry import get_task
 
 MAX_PROGRAM_CHARS = 10_000  # far above any generated program; bounds the work one line can ask for

@@ -13,7 +13,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bindexp.tasks.program import Program, TaskError
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program
 
 CODE = "{code}"
 PARSE_RULES = ("first", "final")

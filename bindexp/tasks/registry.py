@@ -8,9 +8,10 @@ from collections.abc import Callable
 from random import Random
 from typing import Any
 
+from bindexp.errors import TaskError
 from bindexp.tasks import binding, counter, tracing
 from bindexp.tasks.interface import TaskSpec
-from bindexp.tasks.program import Answer, Program, TaskError, derive_rng, execute_query
+from bindexp.tasks.program import Answer, Program, derive_rng, execute_query
 
 # A researcher's generator: (length, rng) -> (program text, answer) or (text, answer, metadata).
 UserGenerator = Callable[[int, Random], "tuple[str, Answer] | tuple[str, Answer, dict] | Program"]

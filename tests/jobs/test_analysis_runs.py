@@ -67,7 +67,8 @@ def test_attention_script(tmp_path, monkeypatch, capsys):
     assert summary["routing"]["final"]["root_value"]["knockout_logit_drop"] == pytest.approx(
         float(top["knockout_logit_drop"].iloc[0]))
     assert (files / "attention_final.png").exists() and (files / "attention_query_var.png").exists()
-    assert _inspect(files)["summary"]["routing"]["final"]["root_value"]["head"] == summary["routing"]["final"]["root_value"]["head"]
+    logged = _inspect(files)["summary"]["routing"]["final"]["root_value"]["head"]
+    assert logged == summary["routing"]["final"]["root_value"]["head"]
 
 
 def test_lens_script_and_the_last_layer_is_the_models_own_output(tmp_path, monkeypatch, capsys, tiny_llama):

@@ -96,8 +96,8 @@ def test_steps_and_aliases_give_one_block_per_checkpoint_equal_to_direct_patch_r
 def test_all_and_best_choose_from_the_checkpoints_kept(trained, tmp_path):
     from bindexp.jobs.over_training import OverTrainingSettings, run_over_training
 
-    common = dict(checkpoints=str(trained.checkpoint_dir), hops=2, num_programs=2, systematic_only=False, progress=False, device="cpu",
-                  wandb_mode="disabled", output_dir=str(tmp_path), metric="logit_diff")
+    common = dict(checkpoints=str(trained.checkpoint_dir), hops=2, num_programs=2, systematic_only=False, progress=False,
+                  device="cpu", wandb_mode="disabled", output_dir=str(tmp_path), metric="logit_diff")
     everything = run_over_training(OverTrainingSettings(steps=["all"], **common))
     assert sorted(set(everything.table["step"])) == [10, 20, 30]
     assert set(everything.table["metric"]) == {"logit_diff"} and everything.summary["metric"] == "logit_diff"

@@ -96,7 +96,8 @@ def test_patch_run_uses_a_robust_programs_file(tmp_path):
     find_robust(robust)
     originals = load_robust_programs(tmp_path / "robust.jsonl", hops=2, seq_len=5)
     assert originals, "the tiny model answers some programs right"
-    settings = PatchSettings(model="tiny-random-llama", seq_len=5, hops=2, shots=1, num_programs=3, only_correct=False, min_gap=0, systematic_only=False,
+    settings = PatchSettings(model="tiny-random-llama", seq_len=5, hops=2, shots=1, num_programs=3, only_correct=False,
+                             min_gap=0, systematic_only=False,
                              programs_file=str(tmp_path / "robust.jsonl"), wandb_mode="disabled",
                              output_dir=str(tmp_path), progress=False)
     outcome = run_patch(settings)

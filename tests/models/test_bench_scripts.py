@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
+
 
 def _main(name: str, argv: list[str]) -> int:
     spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "scripts" / f"{name}.py")

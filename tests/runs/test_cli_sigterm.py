@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import pytest
 
+pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ["--model=tiny-random-llama", "--wandb_mode=disabled", "--output_dir={tmp}/out", "--progress=False"]
 PATCH = ["patch.py", *COMMON, "--seq_len=5", "--hops=2", "--num_programs=2", "--only_correct=False"]

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import pytest
 
+pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
+
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = ["eval.py", "--model=tiny-random-llama", "--seq_len=[4]", "--num_programs=2", "--progress=False"]
 PATCH = ["patch.py", "--model=tiny-random-llama", "--seq_len=5", "--num_programs=2", "--shots=0",

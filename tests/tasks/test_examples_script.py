@@ -6,7 +6,11 @@ import importlib.util
 import pathlib
 import re
 
+import pytest
+
 from bindexp.tasks import task_names
+
+pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "examples.py"
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 
@@ -28,7 +27,7 @@ from bindexp.models.sites import SiteMap
 from bindexp.models.tracing import site_activation
 
 # what a cell writes: a pair's values of the site, [layers, T - start, width] (e.g. the counterfactual run's)
-Source = Union[str, Callable[[PreparedPair], torch.Tensor]]
+Source = str | Callable[[PreparedPair], torch.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,9 @@
     grid.to_frame(); grid.plot()
 
 Pairs stream through in chunks: each chunk is prepared (clean + counterfactual runs), its cells
-are patched, its per-pair values are added to running sums and optionally appended to a JSONL
-sink (`on_pair`: the run streams them to its pairs file), and the chunk is dropped, so memory does not grow with the number of pairs.
+are patched, its per-pair values are added to running sums and optionally handed to a sink
+(`on_pair`: the run streams them to its pairs file), and the chunk is dropped, so memory does not
+grow with the number of pairs.
 """
 
 from __future__ import annotations

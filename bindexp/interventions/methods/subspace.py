@@ -112,7 +112,7 @@ def site_activations(lm: LoadedModel, layer: int, sequences: Sequence[Sequence[i
     out: list[torch.Tensor | None] = [None] * len(sequences)
     for batch in batches(sequences, start, batch_size, pad_id_of(lm.tokenizer), lm.device):
         def grab(hidden):
-            for row, i in enumerate(batch.indices):
+            for row, i in enumerate(batch.indices):  # noqa: B023 - runs inside this iteration's forward
                 out[i] = hidden[row, [p - start for p in positions[i]]].detach().clone()
             raise _Stop  # nothing after the site is needed
 

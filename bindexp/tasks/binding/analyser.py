@@ -9,7 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bindexp.tasks.program import Program, Span, TaskError, execute_query
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program, Span, execute_query
 
 LINE = re.compile(r"^([a-z]) ?= ?([a-z0-9])$")
 _QUERY = re.compile(r"^#([a-z]): $")

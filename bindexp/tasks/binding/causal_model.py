@@ -14,9 +14,10 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from bindexp.errors import TaskError
 from bindexp.tasks.binding.analyser import LINE
 from bindexp.tasks.causal_model import CONTROL, FAMILY, CausalModel, CausalVariable
-from bindexp.tasks.program import Program, TaskError
+from bindexp.tasks.program import Program
 
 if TYPE_CHECKING:
     from bindexp.tasks.counterfactuals import CounterfactualPair

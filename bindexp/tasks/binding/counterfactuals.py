@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from random import Random
 from typing import Any
 
+from bindexp.errors import TaskError
 from bindexp.tasks.edits import other_digit, values_before
 from bindexp.tasks.interface import CounterfactualKind
-from bindexp.tasks.program import Program, TaskError
+from bindexp.tasks.program import Program
 
 
 def _root_value(program: Program, rng: Random) -> tuple[int, str] | None:

@@ -28,8 +28,9 @@ import string
 from random import Random
 from typing import Literal
 
+from bindexp.errors import TaskError
 from bindexp.tasks.binding.analyser import analyse_binding
-from bindexp.tasks.program import Program, TaskError
+from bindexp.tasks.program import Program
 
 LETTERS = string.ascii_lowercase  # the variables
 MAX_HOPS = 4

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bindexp.tasks.program import Program, TaskError
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program
 
 # the task options a file records (find_robust writes the run's task options)
 FILE_OPTIONS: dict[str, tuple[tuple[type, ...], str]] = {

@@ -9,7 +9,8 @@ import re
 from collections.abc import Sequence
 from random import Random
 
-from bindexp.tasks.program import Program, TaskError, check_length, finish_program
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program, check_length, finish_program
 
 
 def counter_program(length: int, rng: Random) -> Program:

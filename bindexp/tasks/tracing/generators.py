@@ -8,7 +8,8 @@ from __future__ import annotations
 import string
 from random import Random
 
-from bindexp.tasks.program import Program, TaskError, check_length, finish_program
+from bindexp.errors import TaskError
+from bindexp.tasks.program import Program, check_length, finish_program
 
 _VARS = [c for c in string.ascii_lowercase if c not in "il"]  # `i` is the loop index
 
