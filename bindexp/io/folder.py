@@ -56,6 +56,15 @@ LOCATE_CELLS_FILE = "locate_cells.csv"  # locate: every (variable, layer, role) 
 LOCATE_HEATMAP_FILE = "locate_iia.png"  # locate: IIA heatmap per variable
 DAS_CURVE_FILE = "das_loss.png"  # subspace: training loss per k
 CAUSAL_MODEL_FILE = "causal_model.json"  # locate: the declared hypothesis
+# a comparison's folder (scripts/compare.py --out)
+LEFT_OUT_FILE = "left_out.csv"  # runs not counted and why
+TIDY_FILE = "tidy.csv"  # one row per eval run x hops x seq_len
+AGGREGATE_FILE = "aggregate.csv"  # the mean over seeds (and aggregate.md, the same as markdown)
+AGGREGATE_MD_FILE = "aggregate.md"
+PATCH_DIR = "patch"  # averaged grids, patch/<key>/grid.safetensors + grid.json + heatmap.png
+PATCH_CELLS_FILE = "patch_cells.csv"  # every averaged grid's cells
+SCALARS_FILE = "analysis_scalars.csv"  # every numeric summary value of the analysis runs
+ANALYSIS_AGGREGATE_FILE = "analysis_aggregate.csv"  # their mean over seeds
 POINTER_ENV = "BINDEXP_RUN_POINTER"
 
 

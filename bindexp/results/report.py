@@ -9,22 +9,23 @@ from typing import Any
 
 import pandas as pd
 
-from bindexp.io.folder import HEATMAP_FILE
+from bindexp.io.folder import (
+    AGGREGATE_FILE,
+    AGGREGATE_MD_FILE,
+    ANALYSIS_AGGREGATE_FILE,
+    HEATMAP_FILE,
+    LEFT_OUT_FILE,
+    PATCH_CELLS_FILE,
+    PATCH_DIR,
+    SCALARS_FILE,
+    TIDY_FILE,
+)
 from bindexp.io.grids import write_grid as write_grid_files
 from bindexp.io.tables import write_csv, write_figure, write_text
 from bindexp.plots.accuracy import aggregate_figures
 from bindexp.results.grids import AveragedGrid, grid_cells
 from bindexp.results.records import RunRecord
 from bindexp.results.tables import DEFAULT_BY, aggregate, aggregate_scalars, markdown_table, plot_table, summary_scalars
-
-LEFT_OUT_FILE = "left_out.csv"
-TIDY_FILE = "tidy.csv"
-AGGREGATE_FILE = "aggregate.csv"
-AGGREGATE_MD_FILE = "aggregate.md"
-PATCH_DIR = "patch"
-PATCH_CELLS_FILE = "patch_cells.csv"
-SCALARS_FILE = "analysis_scalars.csv"
-ANALYSIS_AGGREGATE_FILE = "analysis_aggregate.csv"
 
 
 def write_left_out(left_out: Sequence[tuple[RunRecord, str]], out_dir: Path) -> Path:
