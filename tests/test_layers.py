@@ -92,7 +92,7 @@ def test_interventions_rooms_import_downwards():
 
 def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from bindexp.runs.settings import EvalSettings\nimport torch\n")
+    bad.write_text("from bindexp.runs.settings import RunSettings\nimport torch\n")
     assert list(_imports(bad)) == ["bindexp.runs.settings", "torch"]
     assert _layer("bindexp.runs.settings") > _layer("bindexp.tasks.program")
     assert _layer("bindexp.sweeps.local") == _layer("bindexp.results.records")  # siblings: refused above

@@ -30,6 +30,8 @@ from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 from bindexp.tasks.prompts import require_answer_next
 
+NAME_DEFAULTS = {"site": "resid_pre", "method": "exact"}
+
 
 @dataclasses.dataclass
 class AnalysisRun:
@@ -71,7 +73,10 @@ class Analysis:
     summary; outcome(run, result, summary) -> what the runner returns.
     check(settings, shots): refuse a request before the model loads; check_model(settings, lm): after.
     config(settings): config entries beside the model's description.
-    metadata(run, result): the artifact's metadata (default: the settings)."""
+    metadata(run, result): the artifact's metadata (default: the settings).
+    name_defaults: what the run's name and tags say for settings the job does not carry: the analyses
+    were named with the patch settings' defaults they once inherited (`resid_pre exact`), and their
+    W&B names and tags stay as they were."""
 
     job_type: str
     compute: Callable[[AnalysisRun], Any]
@@ -82,6 +87,7 @@ class Analysis:
     check_model: Callable[[Any, LoadedModel], None] | None = None
     config: Callable[[Any], dict[str, Any]] | None = None
     metadata: Callable[[AnalysisRun, Any], dict[str, Any]] | None = None
+    name_defaults: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(NAME_DEFAULTS))
 
 
 def run_analysis(analysis: Analysis, settings: PairSettings, cache: ModelCache) -> Any:
@@ -91,7 +97,7 @@ def run_analysis(analysis: Analysis, settings: PairSettings, cache: ModelCache) 
     lm, shots = prepare(settings, cache)
     if analysis.check_model is not None:
         analysis.check_model(settings, lm)
-    with Tracker(settings, analysis.job_type) as tracker:
+    with Tracker(settings, analysis.job_type, name_defaults=analysis.name_defaults) as tracker:
         tracker.update_config({"model_info": lm.describe(), **(analysis.config(settings) if analysis.config else {})})
         run = AnalysisRun(settings, lm, shots, tracker)
         result = analysis.compute(run)

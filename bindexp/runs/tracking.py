@@ -101,10 +101,11 @@ class Tracker:
     settings (`hops_label`, `hops_max` ...) and the provenance (bindexp version, git commit, dirty
     tree); `destination` says where the run goes, by default the destination fields of a
     `WandbGroup`. The run is named and tagged from its settings (`bindexp.runs.naming`) unless
-    `run_name` is given; a programs file or a local model it reads is declared as an input."""
+    `run_name` is given (`name_defaults`: values the name and tags take for settings the job does not
+    have); a programs file or a local model it reads is declared as an input."""
 
     def __init__(self, settings: BaseModel, job_type: str, config: dict[str, Any] | None = None,
-                 destination: Destination | None = None):
+                 destination: Destination | None = None, name_defaults: dict[str, Any] | None = None):
         if destination is None:
             if not isinstance(settings, WandbGroup):
                 raise TypeError(f"{type(settings).__name__} has no W&B settings (WandbGroup): pass destination=")
@@ -115,7 +116,7 @@ class Tracker:
         self._warned = False
         dumped = settings.model_dump(mode="json")
         self.settings = dumped
-        self.identity = run_identity(job_type, dumped, destination.tags)
+        self.identity = run_identity(job_type, {**(name_defaults or {}), **dumped}, destination.tags)
         self.name = destination.run_name or self.identity.name
         extra = {**self.identity.config, PROVENANCE_KEY: provenance(), **(config or {})}
         self.extra = dict(extra)

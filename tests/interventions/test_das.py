@@ -21,6 +21,7 @@ from bindexp.interventions.methods.subspace import (
     split_pairs,
 )
 from bindexp.interventions.results.metrics import cell_metrics
+from bindexp.io.tensors import write_bundle
 from bindexp.models.forward import SharedPrefix
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
@@ -184,7 +185,7 @@ def test_rotations_save_as_safetensors(tmp_path, tiny_llama):
     items, _ = tokenize_pairs(tiny_llama, make_pairs("root_value", 4, 5, 3))
     pairs = site_pairs(items, "root_value")
     result = das(tiny_llama, 1, pairs[:3], pairs[3:], ks=[1, 4], settings=DasSettings(steps=2, batch_size=2))
-    path = result.save_rotations(tmp_path / "das.safetensors", {"model": tiny_llama.name})
+    path = write_bundle(tmp_path / "das.safetensors", *result.rotation_bundle({"model": tiny_llama.name}))
     with safe_open(str(path), "pt") as handle:
         assert sorted(handle.keys()) == ["k1", "k4"]
         torch.testing.assert_close(handle.get_tensor("k4"), result.rotations[4])

@@ -9,6 +9,7 @@ import torch
 from bindexp.interventions.methods.exact import patch_grid
 from bindexp.interventions.results.grid import Grid
 from bindexp.interventions.results.metrics import AnswerTokens, cell_metrics
+from bindexp.io.grids import write_grid
 from bindexp.tasks import make_programs
 from bindexp.tasks.binding import role_columns
 from bindexp.tasks.counterfactuals import make_pairs
@@ -23,11 +24,10 @@ def pairs_and_shots():
 
 def test_role_grid_axes_and_streamed_pairs(tiny_llama, pairs_and_shots, tmp_path):
     pairs, shots = pairs_and_shots
-    stream = tmp_path / "pairs.jsonl"
-    grid = patch_grid(tiny_llama, pairs, site="resid_pre", shots=shots, pairs_per_chunk=2, stream_path=stream)
+    records = []  # the per-pair values a run streams to pairs.jsonl
+    grid = patch_grid(tiny_llama, pairs, site="resid_pre", shots=shots, pairs_per_chunk=2, on_pair=records.append)
     assert grid.axes == ("layer", "role")
     assert grid.labels["role"] == role_columns(2) and grid.labels["layer"] == list(range(tiny_llama.n_layers))
-    records = [json.loads(line) for line in stream.read_text().splitlines()]
     assert len(records) == 5 and grid.n[:, grid.labels["role"].index("root_value")].tolist() == [5] * 4
     # the grid is the mean of the streamed per-pair values
     for metric in ("normalized_effect", "logit_diff", "iia"):
@@ -62,7 +62,7 @@ def test_head_grid_and_position_grid_shapes(tiny_qwen3, pairs_and_shots):
 def test_grid_saves_and_loads_without_pickle(tiny_llama, pairs_and_shots, tmp_path):
     pairs, shots = pairs_and_shots
     grid = patch_grid(tiny_llama, pairs[:2], site="mlp_out", shots=shots)
-    grid.save(tmp_path, {"model": "tiny"})
+    write_grid(grid, tmp_path, {"model": "tiny"})
     again = Grid.load(tmp_path)
     assert again.axes == grid.axes and again.labels == grid.labels and (again.n == grid.n).all()
     np.testing.assert_allclose(again.mean["logit_diff"], grid.mean["logit_diff"], atol=1e-6)
@@ -90,11 +90,10 @@ def test_metrics_by_hand():
 
 def test_counter_pairs_patch_from_the_notebook_api(tiny_llama, tmp_path):
     pairs = make_pairs("item_value", 4, 5, 0, task="counter")
-    stream = tmp_path / "pairs.jsonl"
-    grid = patch_grid(tiny_llama, pairs, site="resid_pre", stream_path=stream)
+    records = []
+    grid = patch_grid(tiny_llama, pairs, site="resid_pre", on_pair=records.append)
     assert grid.axes == ("layer", "role")
     assert grid.labels["role"] == ["match_item", "other_item", "target", "query_var", "final"]
-    records = [json.loads(line) for line in stream.read_text().splitlines()]
     assert [r["original"] for r in records] == [p.original.text for p in pairs]
     # the edited item is the only token that differs: writing it at layer 0 is the whole counterfactual run
     edited = grid.labels["role"].index("match_item")

@@ -117,9 +117,8 @@ def test_atp_verify_full_reports_precision_recall_and_the_full_grid_spearman(tmp
 def test_ratio_of_means_median_and_min_gap_from_the_per_pair_values(tiny_llama, tmp_path):
     shots = make_programs("binding", 1, 5, 0, stream="shots", hops=2)
     pairs = make_pairs("root_value", 6, 5, 0, hops=2, exclude={s.text for s in shots})
-    stream = tmp_path / "pairs.jsonl"
-    grid = patch_grid(tiny_llama, pairs, shots=shots, stream_path=stream)
-    rows = [json.loads(line) for line in stream.read_text().splitlines()]
+    rows = []
+    grid = patch_grid(tiny_llama, pairs, shots=shots, on_pair=rows.append)
     effect = np.array([r["normalized_effect"] for r in rows], dtype=float)
     shift = np.array([r["logit_diff"] for r in rows], dtype=float) - np.array([r["ld_clean"] for r in rows])[:, None, None]
     gap = np.array([r["ld_cf"] - r["ld_clean"] for r in rows])

@@ -81,7 +81,7 @@ def test_announce_writes_the_pointer_only_when_asked(tmp_path, monkeypatch):
 CHILD = """
 import sys
 from bindexp.runs.cli import run_cli
-from bindexp.runs.settings import EvalSettings
+from bindexp.jobs.evaluate import EvalSettings
 from bindexp.runs.tracking import Tracker
 
 def runner(settings):

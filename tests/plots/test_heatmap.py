@@ -3,6 +3,7 @@
 import numpy as np
 
 from bindexp.interventions.results.grid import Grid
+from bindexp.io.grids import write_grid
 from bindexp.plots.heatmap import MIN_BOUND
 
 
@@ -68,5 +69,5 @@ def test_layer_ticks_are_the_integer_layers_and_wide_grids_stay_readable():
 
 def test_not_run_counts_survive_save_and_load(tmp_path):
     grid = _grid([[0.0, 1.0]], not_run=[[3, 0]])
-    grid.save(tmp_path)
+    write_grid(grid, tmp_path)
     assert Grid.load(tmp_path).counts["not_run"].tolist() == [[3, 0]]

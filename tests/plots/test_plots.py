@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from bindexp.interventions.results.grid import Grid
+from bindexp.io.tables import write_figure
 from bindexp.jobs.experiment import ExperimentResults
-from bindexp.plots.accuracy import accuracy_plots, accuracy_table, plot_accuracy, save_accuracy_plot
+from bindexp.plots.accuracy import accuracy_figure, accuracy_table, aggregate_figures, plot_accuracy
 from bindexp.plots.figure import new_figure
 from bindexp.results.tables import aggregate
 
@@ -34,10 +35,11 @@ def test_plotting_keeps_the_backend_of_the_caller(tmp_path):
     before = matplotlib.get_backend()
     matplotlib.use("pdf")
     try:
-        save_accuracy_plot(RESULTS, tmp_path / "accuracy.png", title="m")
+        write_figure(accuracy_figure(RESULTS, title="m"), tmp_path / "accuracy.png")
         ExperimentResults(RESULTS).plot_accuracy(x="seq_len")
         tidy = RESULTS.assign(run_id="r", n=1, correct=RESULTS["correct"].astype(int))
-        accuracy_plots(aggregate(tidy, ["model", "hops", "seq_len"]), tmp_path)
+        for panel, figure in aggregate_figures(aggregate(tidy, ["model", "hops", "seq_len"])).items():
+            write_figure(figure, tmp_path / f"accuracy_by_{panel}.png")
         values = {"normalized_effect": np.array([[0.0, 1.0], [0.5, 0.25]])}
         grid = Grid(("layer", "role"), {"layer": [0, 1], "role": ["a", "b"]}, values, values, values, np.ones((2, 2)))
         grid.plot().savefig(tmp_path / "heatmap.png")
@@ -66,22 +68,8 @@ def test_labels_of_values(value, text):
 
 
 def test_accuracy_plot_explains_itself(tmp_path):
-    from matplotlib.figure import Figure
-
     results = RESULTS.assign(task="binding", heuristic=[True, False, False, False, True])
-    captured = {}
-    original = Figure.savefig
-
-    def keep(self, *args, **kwargs):
-        captured["figure"] = self
-        return original(self, *args, **kwargs)
-
-    Figure.savefig = keep
-    try:
-        save_accuracy_plot(results, tmp_path / "a.png", title="m", task="binding", shots=3)
-    finally:
-        Figure.savefig = original
-    ax = captured["figure"].axes[0]
+    ax = accuracy_figure(results, title="m", task="binding", shots=3).axes[0]
     assert ax.get_title() == "m on binding, 3-shot, n=5 programs"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
     assert "Wilson" in ax.get_ylabel()

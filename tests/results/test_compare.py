@@ -18,6 +18,7 @@ from wandb.errors import CommError
 from wandb.proto import wandb_api_pb2
 from wandb.sdk.lib.service.service_connection import WandbApiFailedError
 
+from bindexp.io.grids import write_grid
 from bindexp.results.records import RunFilter, RunRecord, api_records, is_rate_limited, with_backoff
 from bindexp.results.tables import aggregate, tidy_table
 
@@ -286,7 +287,7 @@ def _save_grid(folder, settings, values, roles=("root_value", "final")):
     nan = {"normalized_effect": np.full_like(mean["normalized_effect"], np.nan)}
     grid = Grid(axes=("layer", "role"), labels={"layer": list(range(len(values))), "role": list(roles)},
                 mean=mean, ci_low=nan, ci_high=nan, n=np.full(mean["normalized_effect"].shape, 3))
-    grid.save(folder, settings)
+    write_grid(grid, folder, settings)
     (folder / "summary.json").write_text(json.dumps({"metric": "normalized_effect"}))
 
 

@@ -66,3 +66,17 @@ def test_a_local_sweep_gives_its_runs_a_sweep_identity(monkeypatch):
     settings = EvalSettings()
     assert settings.sweep == "smoke-cpu"
     assert "sweep:smoke-cpu" in run_identity("eval", settings.model_dump(mode="json")).tags
+
+
+def test_analysis_runs_keep_the_names_they_had_with_the_patch_settings(tmp_path):
+    """The analyses no longer carry site and method, but their W&B names and tags still say `resid_pre exact`."""
+    from bindexp.jobs.lens import LensSettings
+    from bindexp.runs.analysis import NAME_DEFAULTS
+    from bindexp.runs.tracking import Tracker
+
+    settings = LensSettings(model="tiny-random-llama", hops=2, seq_len=5, shots=1, wandb_mode="disabled",
+                            output_dir=str(tmp_path))
+    assert "site" not in settings.model_dump()
+    with Tracker(settings, "lens", name_defaults=NAME_DEFAULTS) as tracker:
+        assert tracker.name == "lens tiny-random-llama binding h2 L5 resid_pre exact root_value s0"
+        assert {"resid_pre", "exact"} <= set(tracker.identity.tags)

@@ -268,7 +268,7 @@ OOM_RUN = """
 import sys
 import torch
 from bindexp.runs.cli import run_cli
-from bindexp.runs.settings import EvalSettings
+from bindexp.jobs.evaluate import EvalSettings
 from bindexp.runs.tracking import Tracker
 
 def runner(settings):
@@ -320,7 +320,7 @@ def test_bad_sweep_file_is_one_line_and_exit_2(tmp_path, capsys):
 MISLEADING_RUN = """
 import sys
 from bindexp.runs.cli import run_cli
-from bindexp.runs.settings import EvalSettings
+from bindexp.jobs.evaluate import EvalSettings
 from bindexp.runs.tracking import Tracker
 
 def runner(settings):

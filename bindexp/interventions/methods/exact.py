@@ -48,7 +48,7 @@ def patch_grid(
 ) -> Grid:
     """Exact patching of every (layer, column[, head]) cell for every pair, averaged.
 
-    driver: `patch_cells`'s keywords: cells_per_forward, pairs_per_chunk, stream_path, progress, and
+    driver: `patch_cells`'s keywords: cells_per_forward, pairs_per_chunk, on_pair, progress, and
     only (restrict to these cells, given as label tuples (layer, column[, head]); others are NaN).
     """
     plan = plan_grid(lm, pairs, site=site, shots=shots, template=template, columns=columns, layers=layers)
