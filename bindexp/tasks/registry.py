@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 from collections.abc import Callable
 from random import Random
 from typing import Any
 
 from bindexp.errors import TaskError
-from bindexp.tasks import binding, counter, tracing
 from bindexp.tasks.interface import TaskSpec
 from bindexp.tasks.program import Answer, Program, derive_rng, execute_query
 
@@ -122,11 +122,13 @@ def _builtin(spec: TaskSpec) -> None:
     _TASKS[spec.name] = spec
 
 
-# the built-in tasks: one line per task package
-_builtin(binding.TASK)
-_builtin(counter.TASK)
-for _spec in tracing.TASKS:
-    _builtin(_spec)
+# The built-in tasks: one entry per task package, whose `spec.py` builds its TaskSpec (`TASK`) or,
+# for a package of several small tasks, their TaskSpecs (`TASKS`).
+BUILTIN_PACKAGES = ("binding", "counter", "tracing")
+for _package in BUILTIN_PACKAGES:
+    _module = importlib.import_module(f"bindexp.tasks.{_package}.spec")
+    for _spec in getattr(_module, "TASKS", None) or (_module.TASK,):
+        _builtin(_spec)
 _BUILTIN_NAMES = frozenset(_TASKS)
 
 
