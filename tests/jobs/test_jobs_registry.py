@@ -28,13 +28,15 @@ def test_the_sweep_runner_knows_every_script():
 
 def test_job_types_and_analyses_come_from_the_table():
     assert JOB_TYPES == tuple(JOBS)
-    assert ANALYSIS_JOB_TYPES == ("attention", "lens", "subspace", "locate")
+    assert {"attention", "lens", "subspace", "locate"} <= set(ANALYSIS_JOB_TYPES)
+    assert all(JOBS[name].kind == "analysis" for name in ANALYSIS_JOB_TYPES)
     assert summary_scalars([]).empty
 
 
-def test_the_docs_name_every_job_and_its_script():
+def test_the_readme_documents_every_job_with_a_script():
     readme, architecture = (ROOT / "README.md").read_text(), (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     for name, job in JOBS.items():
-        assert re.search(rf"job_type[^)\n]*\b{name}\b", readme), f"README names no job_type {name}"
-        assert job.script is None or job.script in readme, f"README never shows {job.script}"
+        if job.script is not None:
+            assert re.search(rf"job_type[^)\n]*\b{name}\b", readme), f"README names no job_type {name}"
+            assert job.script in readme, f"README never shows {job.script}"
     assert "jobs/registry.py" in architecture
