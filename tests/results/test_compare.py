@@ -381,3 +381,29 @@ def test_grids_differing_in_more_than_the_seed_are_not_averaged(tmp_path):
     runs = sorted(sorted(a.run_ids) for a in outcome.grids)
     assert runs == [["a", "b"], ["c"]]
     assert len({a.name for a in outcome.grids}) == 2
+
+
+def test_one_bookkeeping_list_keeps_seeds_of_other_commits_and_sweeps_together(tmp_path):
+    """Patch grids and analysis summaries group alike: the seed, the commit, the sweep, the inputs and
+    W&B bookkeeping never split runs; a setting that really differs does."""
+    from bindexp.results.compare import CompareSettings, run_compare
+    from bindexp.results.records import AVERAGED, BOOKKEEPING, RunRecord
+    from bindexp.results.tables import summary_scalars
+
+    assert {"provenance", "inputs", "sweep", "causal_model", "hops_label"} <= BOOKKEEPING and "seed" in AVERAGED
+    base = {"model": "m", "hops": 1, "site": "resid_pre", "method": "exact", "counterfactual": "root_value"}
+    _save_grid(tmp_path / "a", {**base, "seed": 0, "provenance": {"git_commit": "aaa"}, "sweep": "s1"}, [[0.0, 1.0]])
+    _save_grid(tmp_path / "b", {**base, "seed": 1, "provenance": {"git_commit": "bbb"}, "sweep": "s2",
+                                "inputs": {"model": "x"}}, [[1.0, 0.0]])
+    _save_grid(tmp_path / "c", {**base, "seed": 2, "seq_len": 9}, [[0.5, 0.5]])
+    outcome = run_compare(CompareSettings(runs_dir=str(tmp_path), out=str(tmp_path / "cmp"), job_type="patch"))
+    assert sorted(sorted(a.run_ids) for a in outcome.grids) == [["a", "b"], ["c"]]
+
+    def record(run_id, **config):
+        return RunRecord(run_id, None, "files", "lens", None, [], config.get("sweep"), "finished", 0,
+                         {"model": "m", **config}, {"final_p_answer": 0.5}, None)
+
+    scalars = summary_scalars([record("a", seed=0, provenance={"git_commit": "aaa"}, sweep="s1"),
+                               record("b", seed=1, provenance={"git_commit": "bbb"}, causal_model="x"),
+                               record("c", seed=0, readable_threshold=0.7)])
+    assert sorted(scalars.groupby("settings")["run_id"].apply(sorted).tolist()) == [["a", "b"], ["c"]]
