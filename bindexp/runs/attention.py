@@ -50,7 +50,7 @@ def hop_of(role: str) -> int | None:
     """The chain hop a role belongs to: root_value and chain1_* -> 1, chain<k>_* -> k."""
     if role == "root_value":
         return 1
-    match = re.fullmatch(r"chain(\d+)_(lhs|rhs)", role)
+    match = re.fullmatch(r"chain(\d+)_(lhs|rhs|end)", role)
     return int(match.group(1)) if match else None
 
 
