@@ -56,7 +56,7 @@ def test_attention_script(tmp_path, monkeypatch, capsys):
     assert grid.axes == ("layer", "role", "head") and grid.n.max() == 3
     routing = pd.read_csv(files / "routing_heads.csv")
     assert set(routing["destination"]) == {"final", "query_var"}
-    assert set(routing["source"]) == {"chain1_lhs", "root_value", "chain2_lhs", "chain2_rhs"}
+    assert set(routing["source"]) == {"chain1_lhs", "root_value", "chain1_end", "chain2_lhs", "chain2_rhs", "chain2_end"}
     top = routing[(routing["destination"] == "final") & (routing["source"] == "root_value") & (routing["rank"] == 1)]
     column = grid.labels["role"].index("root_value")
     assert float(top["attention"].iloc[0]) == pytest.approx(float(np.nanmax(grid.mean["attention"][:, column, :])))

@@ -65,7 +65,7 @@ def test_steps_and_aliases_give_one_block_per_checkpoint_equal_to_direct_patch_r
     for step in (10, 30):
         direct = _direct_grid(ckpt / f"step-{step:06d}", tmp_path / f"direct{step}")
         block = table[table["step"] == step].reset_index(drop=True)
-        assert len(block) == len(direct) == 2 * 7  # 2 layers x 7 roles
+        assert len(block) == len(direct) == 2 * 9  # 2 layers x 9 roles
         assert list(block["role"]) == list(direct["role"]) and list(block["layer"]) == list(direct["layer"])
         np.testing.assert_allclose(block["value"], direct["normalized_effect"], rtol=1e-12, atol=0)
         np.testing.assert_allclose(block["ci_low"], direct["normalized_effect_ci_low"], rtol=1e-12, atol=0)

@@ -60,6 +60,7 @@ def analyse_binding(text: str, *, seq_len: int | None = None) -> Program:
         lhs_at, rhs_at = starts[i], starts[i] + len(body[i]) - 1
         spans[f"chain{depth}_lhs"] = (lhs_at, lhs_at + 1)
         spans[f"chain{depth}_rhs"] = (rhs_at, rhs_at + 1)
+        spans[f"chain{depth}_end"] = (rhs_at + 1, rhs_at + 2)  # the newline ending the line
     spans["root_value"] = spans["chain1_rhs"]
     distractor_roots = [i for i, p in enumerate(parent) if p is None and i != chain[0]]
     for j, i in enumerate(distractor_roots, 1):
@@ -115,10 +116,11 @@ def _rebound_lines(parsed: list[tuple[str, str]]) -> list[int]:
 
 
 def role_columns(hops: int) -> list[str]:
-    """Role-grid columns in reading order: the chain line by line, a distractor constant, the query."""
-    columns = ["chain1_lhs", "root_value"]
+    """Role-grid columns in reading order: the chain line by line (its variable, what it reads, the
+    newline ending it), a distractor constant, the query."""
+    columns = ["chain1_lhs", "root_value", "chain1_end"]
     for depth in range(2, hops + 1):
-        columns += [f"chain{depth}_lhs", f"chain{depth}_rhs"]
+        columns += [f"chain{depth}_lhs", f"chain{depth}_rhs", f"chain{depth}_end"]
     return columns + ["distractor1_value", "query_var", "final"]
 
 
@@ -136,7 +138,7 @@ def hop_of(role: str) -> int | None:
     """The chain hop a role belongs to: root_value and chain1_* -> 1, chain<k>_* -> k."""
     if role == "root_value":
         return 1
-    match = re.fullmatch(r"chain(\d+)_(lhs|rhs)", role)
+    match = re.fullmatch(r"chain(\d+)_(lhs|rhs|end)", role)
     return int(match.group(1)) if match else None
 
 
