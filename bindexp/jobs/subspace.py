@@ -43,7 +43,7 @@ from bindexp.models.loading import LoadedModel
 from bindexp.plots.analyses import loss_figure
 from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis
 from bindexp.runs.pairs import candidate_pairs
-from bindexp.runs.settings import PairSettings
+from bindexp.runs.settings import PairSettings, positive_list
 from bindexp.stats import wilson_interval
 from bindexp.tasks.registry import get_task
 
@@ -72,9 +72,7 @@ class SubspaceSettings(PairSettings):
     @field_validator("ks")
     @classmethod
     def _ks_positive(cls, ks: list[int]) -> list[int]:
-        if not ks or min(ks) < 1:
-            raise ValueError(f"ks must be positive subspace dimensions, got {ks}")
-        return ks
+        return positive_list(ks, "ks must be positive subspace dimensions")
 
     @model_validator(mode="after")
     def _pairs_from_the_split(self) -> SubspaceSettings:

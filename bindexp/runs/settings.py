@@ -46,6 +46,13 @@ def none_list(value: Any) -> Any:
     return None if value in ("None", [None], ["None"]) else value
 
 
+def positive_list(values: list[int], message: str) -> list[int]:
+    """`values` if there are some and all are at least 1, else ValueError(`message`, the values)."""
+    if not values or min(values) < 1:
+        raise ValueError(f"{message}, got {values}")
+    return values
+
+
 StrList = Annotated[list[str], BeforeValidator(_plain_strings)]
 OptionalIntList = Annotated[list[int] | None, BeforeValidator(none_list)]
 
@@ -163,9 +170,7 @@ class ConditionsGroup(ProgramGroup):
     @field_validator("seq_len")
     @classmethod
     def _lengths_positive(cls, lengths: list[int]) -> list[int]:
-        if not lengths or min(lengths) < 1:
-            raise ValueError(f"seq_len must be at least 1, got {lengths}")
-        return lengths
+        return positive_list(lengths, "seq_len must be at least 1")
 
 
 MIN_GAP = 1.0  # logits: a pair's rounding error in LD reaches its normalized effect divided by the gap
