@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head", "conv_out"]
+Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head", "q", "k", "v", "conv_out"]
 SITES: tuple[str, ...] = get_args(Site)  # intervention sites, mapped per family in bindexp.models.sites
+HEAD_SITES: tuple[str, ...] = ("head", "q", "k", "v")  # sites sliced per head (a grid gets a head axis)
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = get_args(Dtype)

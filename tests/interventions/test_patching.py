@@ -10,6 +10,7 @@ from bindexp.models.forward import SharedPrefix
 from bindexp.models.sites import SITES
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
+from bindexp.vocab import HEAD_SITES
 
 ATOL = 2e-5
 
@@ -37,7 +38,8 @@ def _plain(model, ids):
 def _module(model, site, layer):
     block = model.model.layers[layer]
     return {"resid_pre": block, "resid_post": block, "attn_out": block.self_attn, "mlp_out": block.mlp,
-            "head": block.self_attn.o_proj, "conv_out": getattr(block, "conv", None)}[site]
+            "head": block.self_attn.o_proj, "conv_out": getattr(block, "conv", None), "q": block.self_attn.q_proj,
+            "k": block.self_attn.k_proj, "v": block.self_attn.v_proj}[site]
 
 
 def _capture(model, site, layer, ids):
@@ -109,7 +111,7 @@ def test_sample_of_cells_equals_torch_hook_patching(setup, site):
     for index, item in enumerate(tokenized):
         for layer in (0, n_layers // 2, n_layers - 1):
             for role in ("root_value", "chain2_lhs", "final"):
-                cells.append(Cell(index, layer, (item.roles[role],), 1 if site == "head" else None))
+                cells.append(Cell(index, layer, (item.roles[role],), 1 if site in HEAD_SITES else None))
     got = patched_logits(lm, site, prepared, cells, cells_per_forward=5)
     for cell, logits in zip(cells, got):
         item = tokenized[cell.pair]
@@ -121,7 +123,7 @@ def test_sample_of_cells_equals_torch_hook_patching(setup, site):
 def test_patching_nothing_gives_the_clean_logits(setup, site):
     lm, tokenized, prefix = setup
     prepared = prepare_pairs(lm, site, tokenized, prefix)
-    cells = [Cell(i, layer, (item.roles["root_value"], item.roles["final"]), 0 if site == "head" else None)
+    cells = [Cell(i, layer, (item.roles["root_value"], item.roles["final"]), 0 if site in HEAD_SITES else None)
              for i, item in enumerate(tokenized) for layer in range(lm.n_layers)]
     got = patched_logits(lm, site, prepared, cells, source="clean")
     expected = torch.stack([prepared[c.pair].clean_logits for c in cells])

@@ -26,18 +26,21 @@ from bindexp.models.loading import LoadedModel
 from bindexp.models.sites import SiteMap
 from bindexp.models.tracing import site_activation
 
-# what a cell writes: a pair's values of the site, [layers, T - start, width] (e.g. the counterfactual run's)
-Source = str | Callable[[PreparedPair], torch.Tensor]
+# what a cell writes: a pair's values of the site, [layers, T - start, width] (e.g. the counterfactual
+# run's), by name or as a function of the pair; or each cell's own values (a sequence, one tensor per
+# cell: [len(positions), features written], e.g. path patching's receiver values)
+Source = str | Callable[[PreparedPair], torch.Tensor] | Sequence[torch.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One intervention: which pair, layer, token positions and (for `head`) which head."""
+    """One intervention: which pair, layer, token positions and (for per-head sites) which head, or
+    heads (a tuple: their features written together)."""
 
     pair: int
     layer: int
     positions: tuple[int, ...]
-    head: int | None = None
+    head: int | tuple[int, ...] | None = None
 
 
 def forward_batches(cells: Sequence[Cell], size: int) -> list[list[int]]:
@@ -79,8 +82,8 @@ def patched_logits(
     """Final-position logits of the clean run with each cell patched: [len(cells), vocab].
 
     source="clean" writes the clean run's own values (a patch that must change nothing); a
-    function of the prepared pair gives any other values (e.g. zeros). on_forward(n): called
-    after each forward with the number of cells it ran (progress bars).
+    function of the prepared pair gives any other values (e.g. zeros); a sequence gives each cell's
+    own values. on_forward(n): called after each forward with the number of cells it ran.
     """
     sites = lm.sites
     traced, device = lm.traced, lm.device
@@ -109,7 +112,7 @@ def patched_logits(
             for row, r in enumerate(rows):
                 at = s - prepared[r].start
                 resid[row, : lengths[row]] = prepared[r].clean_resid[layer, at : at + lengths[row]]
-        writes = _writes(sites, site, prepared, chosen, s, source)
+        writes = _writes(sites, prepared, [(i, cells[i]) for i in batch], s, source)
 
         with torch.no_grad():
             with traced.trace(ids, position_ids=positions, past_key_values=cache, use_cache=True,
@@ -132,26 +135,31 @@ def patched_logits(
     return out if out is not None else torch.empty(0, 0)
 
 
-def _writes(sites: SiteMap, site: str, prepared: Sequence[PreparedPair], chosen: Sequence[Cell], s: int,
+def _cell_values(sites: SiteMap, prepared: Sequence[PreparedPair], index: int, cell: Cell,
+                 source: Source) -> torch.Tensor:
+    """What cell `index` writes: [len(positions), its features]."""
+    if not isinstance(source, str) and not callable(source):
+        return source[index]
+    pair = prepared[cell.pair]
+    values = (source(pair) if callable(source) else pair.site_values(source))[cell.layer]
+    values = values[[p - pair.start for p in cell.positions]]
+    return values if cell.head is None else values[:, sites.head_columns(cell.head)]
+
+
+def _writes(sites: SiteMap, prepared: Sequence[PreparedPair], chosen: Sequence[tuple[int, Cell]], s: int,
             source: Source):
     """Group a batch's writes by head so each is one indexed assignment."""
-    values_of = source if callable(source) else (lambda pair: pair.site_values(source))
-    groups: dict[int | None, list[tuple[int, int, torch.Tensor]]] = defaultdict(list)
-    for row, cell in enumerate(chosen):
-        pair = prepared[cell.pair]
-        values = values_of(pair)[cell.layer]
-        for p in cell.positions:
-            value = values[p - pair.start]
-            if cell.head is not None:
-                value = value[sites.head_slice(cell.head)]
+    groups: dict[int | tuple | None, list[tuple[int, int, torch.Tensor]]] = defaultdict(list)
+    for row, (index, cell) in enumerate(chosen):
+        values = _cell_values(sites, prepared, index, cell, source)
+        for p, value in zip(cell.positions, values):
             groups[cell.head].append((row, p - s, value))
     writes = []
     for head, items in groups.items():
         device = items[0][2].device
         rows = torch.tensor([i[0] for i in items], device=device)
         cols = torch.tensor([i[1] for i in items], device=device)
-        columns = None if head is None else torch.arange(sites.head_slice(head).start,
-                                                         sites.head_slice(head).stop, device=device)
+        columns = None if head is None else torch.tensor(sites.head_columns(head), device=device)
         values = torch.stack([i[2] for i in items])
         if columns is not None:
             rows, cols = rows[:, None], cols[:, None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from bindexp.errors import ModelError
 from bindexp.interventions.results.grid import GridAccumulator
@@ -161,6 +162,12 @@ class GridPlan:
     start: int  # shared prefix length
     prefix: SharedPrefix | None
 
+    def head_info(self) -> dict[str, Any]:
+        """What a grid of k or v says about its heads: key/value head -> the query heads it serves."""
+        if self.site not in ("k", "v"):
+            return {}
+        return {"kv_head_serves": {str(g): self.lm.sites.serves(g) for g in self.heads or []}}
+
     def accumulator(self, metrics: Sequence[str]) -> GridAccumulator:
         axes = ("layer", self.axis) + (("head",) if self.heads else ())
         labels = {"layer": self.layers, self.axis: self.labels, **({"head": self.heads} if self.heads else {})}
@@ -196,5 +203,5 @@ def plan_grid(lm: LoadedModel, pairs: Sequence[CounterfactualPair], *, site: str
     elif prefix_until != "edit":
         raise ModelError(f"prefix_until must be 'edit' or 'columns', got {prefix_until!r}")
     prefix = SharedPrefix(lm.model, tokenized[0].ids[:start]) if start else None
-    heads = list(range(sites.n_heads)) if site == "head" else None
+    heads = sites.heads(site)
     return GridPlan(lm, site, tokenized, dropped, axis, labels, column_map, layers, heads, start, prefix)

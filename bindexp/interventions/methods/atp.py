@@ -103,7 +103,8 @@ def estimate_cells(plan: GridPlan, progress: bool = False, min_gap: float = 0.0)
         accumulator.add(_estimates(item, sites, heads, labels, column_map, start, clean[plan.layers], cf[plan.layers],
                                    grad[plan.layers], ld_clean, ld_cf, accumulator.pairs.shape))
     return accumulator.grid(info={"site": site, "method": "atp", "pairs": len(tokenized), "dropped": plan.dropped,
-                                  "excluded_small_gap": len(excluded), "excluded_pairs": excluded, "min_gap": min_gap})
+                                  "excluded_small_gap": len(excluded), "excluded_pairs": excluded, "min_gap": min_gap,
+                                  **plan.head_info()})
 
 
 def _estimates(item: TokenizedPair, sites: SiteMap, heads, labels, column_map, start, clean, cf, grad,

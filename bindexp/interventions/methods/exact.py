@@ -123,7 +123,8 @@ def patch_cells(
     bar.close()
     grid = accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
                                   "patched_cells": n_cells, "shared_prefix_tokens": plan.start,
-                                  "excluded_small_gap": len(excluded), "excluded_pairs": excluded, "min_gap": min_gap})
+                                  "excluded_small_gap": len(excluded), "excluded_pairs": excluded, "min_gap": min_gap,
+                                  **plan.head_info()})
     grid.counts[NOT_RUN] = not_run  # the heatmap hatches cells no pair ran
     attach_metric(grid, "normalized_effect_median", _nanmedian(effects, grid.n.shape),
                   grid.counts.get("normalized_effect"))
