@@ -75,9 +75,14 @@ def edge_logits(lm_parts: GraphParts, prepared: Sequence[PreparedPair], runs: Se
                 cells_per_forward: int = 32, on_forward: Callable[[int], None] | None = None) -> list[torch.Tensor]:
     """Per pair, the final logits with each of its `senders` path-patched into `receiver_set`:
     [len(senders[pair]), vocab]."""
-    if receiver_set.kind == "logits":
-        return [final_logits(lm_parts, run, chosen) if chosen else torch.empty(0) for run, chosen in zip(runs, senders)]
     out = [pair.clean_logits.float().expand(len(chosen), -1).clone() for pair, chosen in zip(prepared, senders)]
+    if receiver_set.kind == "logits":
+        for index, (run, chosen) in enumerate(zip(runs, senders)):
+            first = run.first_change()
+            moving = [k for k, s in enumerate(chosen) if first[s] is not None]
+            if moving:
+                out[index][moving] = final_logits(lm_parts, run, [chosen[k] for k in moving])
+        return out
     cells, values, where = [], [], []
     site = "mlp_out" if receiver_set.kind == "mlp" else receiver_set.kind
     head = None if receiver_set.kind == "mlp" else tuple(lm_parts.graph.set_heads(receiver_set))
