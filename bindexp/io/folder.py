@@ -56,6 +56,14 @@ LOCATE_CELLS_FILE = "locate_cells.csv"  # locate: every (variable, layer, role) 
 LOCATE_HEATMAP_FILE = "locate_iia.png"  # locate: IIA heatmap per variable
 DAS_CURVE_FILE = "das_loss.png"  # subspace: training loss per k
 CAUSAL_MODEL_FILE = "causal_model.json"  # locate: the declared hypothesis
+PATH_PATCH_FILE = "path_patch.csv"  # path_patch: every (receiver set, sender) cell
+PATH_PATCH_HEATMAP_FILE = "path_patch_{receivers}.png"  # path_patch: layer x sender heatmap per receiver set
+EDGES_FILE = "edges.csv"  # circuit: every edge's score, its exact value where checked, whether in the circuit
+EDGE_VERIFY_FILE = "edge_verify.csv"  # circuit: the edges checked by exact path patching, side by side
+CIRCUIT_FILE = "circuit.json"  # circuit: the graph (nodes, the circuit's edges with scores, faithfulness)
+CIRCUIT_FIGURE_FILE = "circuit.png"  # circuit: the circuit over the model's layers
+FAITHFULNESS_FILE = "faithfulness.csv"  # circuit: circuit and complement, mean with interval and n
+MINIMALITY_FILE = "minimality.csv"  # circuit: per edge, the faithfulness lost without it
 # a comparison's folder (scripts/compare.py --out)
 LEFT_OUT_FILE = "left_out.csv"  # runs not counted and why
 TIDY_FILE = "tidy.csv"  # one row per eval run x hops x seq_len

@@ -42,17 +42,20 @@ class AnalysisRun:
     shots: list[Program]
     tracker: Tracker
 
-    def pairs_and_plan(self, site: str = "resid_pre") -> tuple[list[CounterfactualPair], int, GridPlan]:
-        return pairs_and_plan(self.lm, self.settings, self.shots, site=site)
+    def pairs_and_plan(self, site: str = "resid_pre", prefix_until: str = "columns"
+                       ) -> tuple[list[CounterfactualPair], int, GridPlan]:
+        return pairs_and_plan(self.lm, self.settings, self.shots, site=site, prefix_until=prefix_until)
 
     def write_grid(self, name: str, grid: Grid, metadata: dict[str, Any]) -> list[Path]:
         """The grid in grids/<name>/ (what `Grid.load` reads)."""
         return list(write_grid(grid, self.tracker.folder.analysis_grid(name), metadata))
 
-    def write_table(self, key: str, frame: Any, filename: str) -> Path:
-        """A DataFrame as CSV in the run folder and as a W&B table."""
+    def write_table(self, key: str, frame: Any, filename: str, logged: Any = None) -> Path:
+        """A DataFrame as CSV in the run folder and as a W&B table (`logged`: only these rows of it
+        in W&B, for tables too long for one)."""
         path = write_csv(frame, self.tracker.folder.file(filename))
-        self.tracker.log_table(key, frame.astype(object).where(frame.notna(), None))
+        logged = frame if logged is None else logged
+        self.tracker.log_table(key, logged.astype(object).where(logged.notna(), None))
         return path
 
     def write_figure(self, key: str, figure: Any, filename: str) -> Path:
@@ -121,12 +124,13 @@ def prepare(settings: PairSettings, cache: ModelCache) -> tuple[LoadedModel, lis
 
 
 def pairs_and_plan(lm: LoadedModel, settings: PairSettings, shots: Sequence[Program], *,
-                   site: str = "resid_pre") -> tuple[list[CounterfactualPair], int, GridPlan]:
+                   site: str = "resid_pre", prefix_until: str = "columns"
+                   ) -> tuple[list[CounterfactualPair], int, GridPlan]:
     """The patch runner's pairs for these settings (and how many candidates were looked at), and
-    their plan (tokens, role -> position maps, the shared prefix's cache). The prefix stops before
-    every program's first role token, so reads at any role (attention, lens, subspace sites) and
-    writes from the counterfactual run both lie after it."""
-    prefix_until = "columns"
+    their plan (tokens, role -> position maps, the shared prefix's cache). By default the prefix
+    stops before every program's first role token, so reads at any role (attention, lens, subspace
+    sites) and writes from the counterfactual run both lie after it; "edit": before the first
+    counterfactual edit (methods that only write the counterfactual's values)."""
     pairs, looked_at = choose_pairs(lm, settings, list(shots))
     plan = plan_grid(lm, pairs, site=site, shots=shots, template=settings.template, columns="roles",
                      prefix_until=prefix_until)

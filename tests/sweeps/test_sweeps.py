@@ -17,10 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from bindexp.jobs.attention import AttentionSettings
+from bindexp.jobs.circuit import CircuitSettings
 from bindexp.jobs.evaluate import EvalSettings
 from bindexp.jobs.lens import LensSettings
 from bindexp.jobs.locate import LocateSettings
 from bindexp.jobs.patch import PatchSettings
+from bindexp.jobs.path_patch import PathPatchSettings
 from bindexp.jobs.subspace import SubspaceSettings
 from bindexp.jobs.train import TrainSettings
 from bindexp.runs.settings import parse_settings
@@ -37,7 +39,8 @@ from bindexp.sweeps.spec import (
 
 ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_SCRIPTS = {"scripts/attention.py": AttentionSettings, "scripts/lens.py": LensSettings,
-                    "scripts/subspace.py": SubspaceSettings, "scripts/locate.py": LocateSettings}
+                    "scripts/subspace.py": SubspaceSettings, "scripts/locate.py": LocateSettings,
+                    "scripts/path_patch.py": PathPatchSettings, "scripts/circuit.py": CircuitSettings}
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
