@@ -20,7 +20,8 @@ def _main(name: str, argv: list[str]) -> int:
     ("bench_eval", ["--num_programs=4", "--seq_len=5", "--shots=1", "--batch_size=2"],
      ["ratio vs bare forward", "predictions agree"]),
     ("bench_analyses", ["--programs=4", "--seq_len=5", "--shots=1", "--das_steps=2", "--das_batch_size=2", "--k=2"],
-     ["attention weights", "logit lens", "DAS step"]),
+     ["attention weights", "logit lens", "DAS step", "EAP, all", "EAP-IG (5 steps)", "path patching into q:2.0",
+      "path patching into the logits", "exact path patching of every edge"]),
 ])
 def test_bench_script_runs_on_the_tiny_model(name, argv, printed, capsys):
     assert _main(name, ["--model=tiny-random-llama", "--device=cpu", *argv]) in (0, None)
