@@ -38,6 +38,7 @@ from bindexp.runs.settings import PairSettings, PatchMethodGroup, StrList, none_
 from bindexp.tasks.causal_model import CONTROL, CausalModel, causal_model, group_by_variable
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.registry import get_task
+from bindexp.vocab import HEAD_SITES
 
 IIA = "iia"
 
@@ -58,8 +59,9 @@ class LocateSettings(PatchMethodGroup, PairSettings):
 
     @model_validator(mode="after")
     def _exact_role_grids(self) -> LocateSettings:
-        if self.method != "exact" or self.site == "head" or self.positions != "roles":
-            raise ValueError("locate patches exact role grids: method=exact, positions=roles, a site other than head")
+        if self.method != "exact" or self.site in HEAD_SITES or self.positions != "roles":
+            raise ValueError("locate patches exact role grids: method=exact, positions=roles, a site not per head "
+                             f"(not {', '.join(HEAD_SITES)})")
         return self
 
 

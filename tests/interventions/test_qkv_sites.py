@@ -1,6 +1,7 @@
 """The q, k, v sites: writing the counterfactual's queries, keys and values of every head at a layer
 reproduces that layer's counterfactual attention output; grids over them carry key/value heads."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,19 @@ def test_fused_projections_refuse_the_sites():
     assert "q" not in sites.available and "head" in sites.available
     with pytest.raises(ModelError, match="site 'k' does not exist in this gpt2 model"):
         sites.check("k")
+
+
+def test_patch_runs_on_k_get_their_noise_floor(tiny_conv):
+    """The patch run's grid (exact method) on a key site: head axis of key/value heads, a noise floor
+    per cell from the clean run's own keys (rounding only: far below any real effect)."""
+    from bindexp.jobs.patch import PatchSettings
+    from bindexp.runs.patching import compute_grid
+    from bindexp.vocab import NOISE_FLOOR
+
+    settings = PatchSettings(model="tiny-random-conv", site="k", hops=2, seq_len=5, shots=0, num_programs=3,
+                             only_correct=False, systematic_only=False, min_gap=0, noise_floor_pairs=2, progress=False)
+    pairs = make_pairs("root_value", 3, 5, 3, hops=2)
+    grid = compute_grid(tiny_conv, settings, pairs, []).grid
+    assert grid.labels["head"] == [0, 1] and grid.info["kv_head_serves"]["1"] == [2, 3]
+    floor = grid.mean[NOISE_FLOOR]
+    assert np.nanmax(floor) < 1e-3 and np.isfinite(floor).any()

@@ -185,6 +185,7 @@ def test_locate_table_and_the_planted_input_cell(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("script, argv, fragment", [
     ("locate", ["--site=head"], "exact role grids"),
+    ("locate", ["--site=v"], "exact role grids"),
     ("locate", ["--counterfactuals=[distractor_item]"], "distractor_item"),
     ("subspace", ["--num_programs=5"], "n_train + n_heldout"),
     ("subspace", ["--role=nope"], "nope"),
