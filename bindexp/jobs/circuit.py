@@ -43,7 +43,7 @@ from bindexp.jobs.path_patch import check_request
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.plots.circuit import circuit_figure
 from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis
-from bindexp.runs.settings import PairSettings, StrList, none_list
+from bindexp.runs.settings import OptionalStrList, PairSettings
 
 SCORE = "normalized_effect"
 DEFAULT_K = 10  # agreement's k when no edge is checked by rank
@@ -59,16 +59,11 @@ class CircuitSettings(PairSettings):
     verify_top_k: int = Field(50, ge=0, description="edges of largest |score| checked by exact path patching")
     verify: Literal["top_k", "full"] = Field("top_k", description="full: exact path patching of every edge into "
                                              "verify_receivers too (precision@k, recall@k, Spearman over them)")
-    verify_receivers: StrList | None = Field(None, description="verify=full: only edges into these receiver sets "
+    verify_receivers: OptionalStrList = Field(None, description="verify=full: only edges into these receiver sets "
                                                                "(q:L.H, k:L.H, v:L.H, mlp:L, logits; None: every edge)")
     minimality: bool = Field(True, description="each circuit edge's share of the faithfulness (circuits of <= 50 edges)")
     pairs_per_chunk: int = Field(8, ge=1, description="pairs held in memory at once (exact checks)")
     table_edges: int = Field(2000, ge=1, description="edges in the W&B table (largest |score|; the CSV has every edge)")
-
-    @field_validator("verify_receivers", mode="before")
-    @classmethod
-    def _none(cls, value):
-        return none_list(value)
 
     @field_validator("verify_receivers")
     @classmethod

@@ -55,6 +55,7 @@ def positive_list(values: list[int], message: str) -> list[int]:
 
 StrList = Annotated[list[str], BeforeValidator(_plain_strings)]
 OptionalIntList = Annotated[list[int] | None, BeforeValidator(none_list)]
+OptionalStrList = Annotated[list[str] | None, BeforeValidator(lambda value: _plain_strings(none_list(value)))]
 
 
 class Settings(BaseSettings):
