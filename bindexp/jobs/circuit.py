@@ -43,6 +43,7 @@ from bindexp.jobs.path_patch import check_request
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.plots.circuit import circuit_figure
 from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis
+from bindexp.runs.naming import model_label
 from bindexp.runs.settings import OptionalStrList, PairSettings
 
 SCORE = "normalized_effect"
@@ -212,7 +213,7 @@ def _write(run: AnalysisRun, measured: _Measured) -> list[Path]:
     graph = measured.graph
     drawn = [(row.sender, row.receiver, float(row.score)) for row in table[table["in_circuit"]].itertuples()]
     faith = result.interval("faithfulness")
-    title = (f"{run.lm.name}: {len(drawn)} edges by {measured.scores.info['method']}, faithfulness "
+    title = (f"{model_label(run.lm.name)}: {len(drawn)} edges by {measured.scores.info['method']}, faithfulness "
              f"{faith['mean']:.2f} [{faith['ci_low']:.2f}, {faith['ci_high']:.2f}] (n={faith['n']})")
     files.append(run.write_figure("circuit", circuit_figure(drawn, graph.n_layers, graph.n_heads, graph.group, title),
                                   CIRCUIT_FIGURE_FILE))

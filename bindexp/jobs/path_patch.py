@@ -28,6 +28,7 @@ from bindexp.io.folder import PATH_PATCH_FILE, PATH_PATCH_HEATMAP_FILE
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.plots.circuit import sender_heatmap
 from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis
+from bindexp.runs.naming import model_label
 from bindexp.runs.patching import is_control
 from bindexp.runs.settings import PairSettings, StrList
 
@@ -97,7 +98,7 @@ def _write(run: AnalysisRun, grids: dict[str, Grid]) -> list[Path]:
     files: list[Path] = []
     for spec, grid in grids.items():
         files += run.write_grid(grid_name(spec), grid, metadata)
-        title = f"{run.lm.name}: path patching into {spec} ({int(grid.n.max())} pairs)"
+        title = f"{model_label(run.lm.name)}: path patching into {spec} ({int(grid.n.max())} pairs)"
         files.append(run.write_figure(f"path_patch_{grid_name(spec)}", sender_heatmap(grid, HEADLINE, title),
                                       PATH_PATCH_HEATMAP_FILE.format(receivers=grid_name(spec))))
     files.append(run.write_table("path_patch", cells_table(grids), PATH_PATCH_FILE))
