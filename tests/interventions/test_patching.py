@@ -152,13 +152,15 @@ def test_final_token_at_the_last_layer_moves_the_prediction(setup):
         assert int(logits.argmax()) == int(cf.argmax())
 
 
-def test_batched_cells_equal_one_at_a_time(setup):
+@pytest.mark.parametrize("site", HEAD_SITES)
+def test_batched_cells_equal_one_at_a_time(setup, site):
     lm, tokenized, prefix = setup
-    prepared = prepare_pairs(lm, "head", tokenized, prefix)
+    prepared = prepare_pairs(lm, site, tokenized, prefix)
+    heads = (0, lm.sites.heads(site)[-1])
     cells = [Cell(i, layer, (pos,), head) for i, item in enumerate(tokenized) for layer in range(lm.n_layers)
-             for pos in (item.roles["root_value"], item.roles["query_var"]) for head in (0, 3)]
-    together = patched_logits(lm, "head", prepared, cells, cells_per_forward=64)
-    alone = patched_logits(lm, "head", prepared, cells, cells_per_forward=1)
+             for pos in (item.roles["root_value"], item.roles["query_var"]) for head in heads]
+    together = patched_logits(lm, site, prepared, cells, cells_per_forward=64)
+    alone = patched_logits(lm, site, prepared, cells, cells_per_forward=1)
     torch.testing.assert_close(together, alone, atol=ATOL, rtol=0)
 
 
