@@ -97,6 +97,7 @@ class _Measured:
     full: list[str]  # edges checked because verify=full
     circuit: CircuitResult
     graph: Any
+    exact_circuit: CircuitResult | None = None  # every edge checked: the circuit chosen by exact values
     table: pd.DataFrame | None = None  # `edges_table`, once everything above is measured
 
 
@@ -128,7 +129,11 @@ def _compute(run: AnalysisRun) -> _Measured:
     chosen = choose_edges(scores, top_n=settings.top_n, threshold=settings.threshold)
     result = circuit_faithfulness(plan, chosen, minimality=settings.minimality, min_gap=settings.min_gap,
                                   progress=settings.progress)
-    measured = _Measured(scores, exact, checked, full, result, graph)
+    exact_circuit = None
+    if settings.verify == "full" and settings.verify_receivers is None and exact is not None:
+        exact_circuit = circuit_faithfulness(plan, choose_edges(exact, top_n=settings.top_n, threshold=settings.threshold),
+                                             minimality=False, min_gap=settings.min_gap)
+    measured = _Measured(scores, exact, checked, full, result, graph, exact_circuit)
     measured.table = edges_table(measured)
     return measured
 
@@ -230,8 +235,17 @@ def _summarize(run: AnalysisRun, measured: _Measured) -> dict[str, Any]:
             "circuit_edges": len(result.edges), "faithfulness": result.interval("faithfulness"),
             "complement_faithfulness": result.interval("complement"),
             "verify": {"k": k, **verification_numbers(table, measured, k)},
+            **({"exact_circuit": exact_circuit_summary(measured)} if measured.exact_circuit is not None else {}),
             "top_edges": [{"edge": row.edge, "score": float(row.score),
                            "exact": None if pd.isna(row.exact) else float(row.exact)} for row in top.itertuples()]}
+
+
+def exact_circuit_summary(measured: _Measured) -> dict[str, Any]:
+    """The circuit the exact values choose (same size rule), for comparison: its faithfulness, its
+    complement's, and how many of its edges the estimate's circuit shares."""
+    exact = measured.exact_circuit
+    return {"faithfulness": exact.interval("faithfulness"), "complement_faithfulness": exact.interval("complement"),
+            "edges": len(exact.edges), "shared_with_circuit": len(set(exact.edges) & set(measured.circuit.edges))}
 
 
 CIRCUIT = Analysis("circuit", _compute, _write, _summarize,

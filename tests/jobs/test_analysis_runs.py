@@ -274,6 +274,7 @@ def test_circuit_script(tmp_path, monkeypatch, capsys):
     assert list(faithfulness["edges"]) == ["circuit", "complement"]
     assert faithfulness["mean"].iloc[0] == pytest.approx(summary["faithfulness"]["mean"])
     assert len(pd.read_csv(files / "minimality.csv")) == 6
+    assert "exact_circuit" not in summary  # only some edges were checked
     assert (files / "circuit.png").exists() and (files / "edge_verify.csv").exists()
 
 
@@ -292,3 +293,16 @@ def test_bad_edge_settings_exit_with_one_line(tmp_path, script, argv, fragment):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("error:")
     assert not (tmp_path / "wandb").exists()  # refused before any run was made
+
+
+def test_circuit_with_every_edge_checked_compares_the_exact_circuit(tmp_path):
+    from bindexp.jobs.circuit import CircuitSettings, run_circuit
+
+    settings = CircuitSettings(**{**SMALL, "model": "tiny-random-conv", "num_programs": 2}, top_n=4, verify="full",
+                               verify_top_k=0, minimality=False, output_dir=str(tmp_path))
+    outcome = run_circuit(settings)
+    exact = outcome.summary["exact_circuit"]
+    assert exact["edges"] == 4 and 0 <= exact["shared_with_circuit"] <= 4
+    assert outcome.edges["exact"].notna().all() and outcome.summary["verify"]["full_edges"] == len(outcome.edges)
+    chosen = set(outcome.edges.sort_values("exact", key=abs, ascending=False)["edge"].head(4))
+    assert exact["shared_with_circuit"] == len(chosen & set(outcome.edges.loc[outcome.edges["in_circuit"], "edge"]))
