@@ -36,3 +36,19 @@ def test_compare_averages_lens_runs_over_seeds(tmp_path):
     assert low <= rows.loc[0.5, "mean"] <= high
     scalars = pd.read_csv(tmp_path / "cmp" / "analysis_scalars.csv")
     assert set(scalars["seed"]) == {0, 1} and json.loads(scalars["settings"].iloc[0])["model"] == "tiny-random-llama"
+
+
+def test_compare_averages_circuit_runs_faithfulness_over_seeds(tmp_path):
+    from bindexp.jobs.circuit import CircuitSettings, run_circuit
+    from bindexp.results.compare import CompareSettings, run_compare
+
+    outputs = tmp_path / "outputs"
+    base = dict(model="tiny-random-llama", seq_len=5, hops=2, shots=1, num_programs=2, only_correct=False,
+                systematic_only=False, progress=False, wandb_mode="disabled", output_dir=str(outputs), min_gap=0,
+                top_n=3, verify_top_k=3, minimality=False)
+    summaries = [run_circuit(CircuitSettings(**base, seed=seed)).summary for seed in (0, 1)]
+    run_compare(CompareSettings(runs_dir=str(outputs), out=str(tmp_path / "cmp")))
+    table = pd.read_csv(tmp_path / "cmp" / "analysis_aggregate.csv")
+    row = table[(table["job_type"] == "circuit") & (table["key"] == "faithfulness.mean")].iloc[0]
+    assert row["runs"] == 2
+    assert row["mean"] == pytest.approx(sum(s["faithfulness"]["mean"] for s in summaries) / 2)
