@@ -44,7 +44,7 @@ from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.plots.circuit import circuit_figure
 from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis
 from bindexp.runs.naming import model_label
-from bindexp.runs.settings import OptionalStrList, PairSettings
+from bindexp.runs.settings import OptionalStrList, PairSettings, positive_list
 
 SCORE = "normalized_effect"
 DEFAULT_K = 10  # agreement's k when no edge is checked by rank
@@ -65,6 +65,12 @@ class CircuitSettings(PairSettings):
     minimality: bool = Field(True, description="each circuit edge's share of the faithfulness (circuits of <= 50 edges)")
     pairs_per_chunk: int = Field(8, ge=1, description="pairs held in memory at once (exact checks)")
     table_edges: int = Field(2000, ge=1, description="edges in the W&B table (largest |score|; the CSV has every edge)")
+    sizes: list[int] = Field([], description="also the faithfulness of the top n edges for each n here (a curve)")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: list[int]) -> list[int]:
+        return positive_list(value, "sizes must be at least 1") if value else value
 
     @field_validator("verify_receivers")
     @classmethod
@@ -98,6 +104,7 @@ class _Measured:
     circuit: CircuitResult
     graph: Any
     exact_circuit: CircuitResult | None = None  # every edge checked: the circuit chosen by exact values
+    by_size: dict[int, CircuitResult] = dataclasses.field(default_factory=dict)  # settings.sizes
     table: pd.DataFrame | None = None  # `edges_table`, once everything above is measured
 
 
@@ -133,7 +140,9 @@ def _compute(run: AnalysisRun) -> _Measured:
     if settings.verify == "full" and settings.verify_receivers is None and exact is not None:
         exact_circuit = circuit_faithfulness(plan, choose_edges(exact, top_n=settings.top_n, threshold=settings.threshold),
                                              minimality=False, min_gap=settings.min_gap)
-    measured = _Measured(scores, exact, checked, full, result, graph, exact_circuit)
+    by_size = {n: circuit_faithfulness(plan, choose_edges(scores, top_n=n), minimality=False, min_gap=settings.min_gap)
+               for n in sorted(set(settings.sizes))}
+    measured = _Measured(scores, exact, checked, full, result, graph, exact_circuit, by_size)
     measured.table = edges_table(measured)
     return measured
 
@@ -209,8 +218,12 @@ def _write(run: AnalysisRun, measured: _Measured) -> list[Path]:
     verified = table[table["exact"].notna()].sort_values("rank")
     files.append(run.write_table("edge_verify", verified, EDGE_VERIFY_FILE))
     result = measured.circuit
-    faithfulness = pd.DataFrame([{"edges": "circuit", **result.interval("faithfulness")},
-                                 {"edges": "complement", **result.interval("complement")}])
+    rows = [{"edges": "circuit", "size": len(result.edges), **result.interval("faithfulness")},
+            {"edges": "complement", "size": len(result.edges), **result.interval("complement")}]
+    for size, other in measured.by_size.items():
+        rows += [{"edges": f"top {size}", "size": size, **other.interval("faithfulness")},
+                 {"edges": f"top {size} complement", "size": size, **other.interval("complement")}]
+    faithfulness = pd.DataFrame(rows)
     files.append(run.write_table("faithfulness", faithfulness, FAITHFULNESS_FILE))
     if result.minimality():
         files.append(run.write_table("minimality", pd.DataFrame(result.minimality()), MINIMALITY_FILE))
@@ -236,6 +249,9 @@ def _summarize(run: AnalysisRun, measured: _Measured) -> dict[str, Any]:
             "complement_faithfulness": result.interval("complement"),
             "verify": {"k": k, **verification_numbers(table, measured, k)},
             **({"exact_circuit": exact_circuit_summary(measured)} if measured.exact_circuit is not None else {}),
+            **({"faithfulness_by_size": {str(n): {"faithfulness": r.interval("faithfulness"),
+                                                  "complement_faithfulness": r.interval("complement")}
+                                         for n, r in measured.by_size.items()}} if measured.by_size else {}),
             "top_edges": [{"edge": row.edge, "score": float(row.score),
                            "exact": None if pd.isna(row.exact) else float(row.exact)} for row in top.itertuples()]}
 

@@ -299,8 +299,11 @@ def test_circuit_with_every_edge_checked_compares_the_exact_circuit(tmp_path):
     from bindexp.jobs.circuit import CircuitSettings, run_circuit
 
     settings = CircuitSettings(**{**SMALL, "model": "tiny-random-conv", "num_programs": 2}, top_n=4, verify="full",
-                               verify_top_k=0, minimality=False, output_dir=str(tmp_path))
+                               verify_top_k=0, minimality=False, output_dir=str(tmp_path), sizes=[1, 4])
     outcome = run_circuit(settings)
+    by_size = outcome.summary["faithfulness_by_size"]
+    assert by_size["4"]["faithfulness"] == outcome.summary["faithfulness"]  # the same 4 edges
+    assert set(by_size) == {"1", "4"} and by_size["1"]["faithfulness"]["n"] == 2
     exact = outcome.summary["exact_circuit"]
     assert exact["edges"] == 4 and 0 <= exact["shared_with_circuit"] <= 4
     assert outcome.edges["exact"].notna().all() and outcome.summary["verify"]["full_edges"] == len(outcome.edges)
