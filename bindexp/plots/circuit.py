@@ -48,7 +48,7 @@ def circuit_figure(edges: Sequence[Edge], n_layers: int, n_heads: int, kv_group:
     (score: the edge's normalized effect)."""
     import matplotlib
 
-    figure = new_figure(max(7.0, 0.9 * n_heads + 3.0), max(4.5, 0.55 * n_layers + 2.5))
+    figure = new_figure(max(7.0, 0.9 * n_heads + 3.0), max(4.5, 0.4 * n_layers + 2.5))
     ax = figure.subplots()
     top = max([abs(s) for _, _, s in edges] + [1e-9])
     colours = matplotlib.colormaps["coolwarm"]
