@@ -49,6 +49,8 @@ def run_summary(settings: PatchSettings, result: MethodResult, metric: str, pair
         summary = {**grid_summary(grid, metric, key="flip_rate_by_column"), "flip_rate_worst_cell": worst_cell(grid, metric)}
     else:
         summary = grid_summary(grid, metric, spec.value_role, handoff=kind.edits_value_role)
+    if settings.method == "knockout":  # the decision, not only the probability: LD against the best competitor
+        summary["ld_drop_by_column"] = grid_summary(grid, "ld_drop", key="by_column")["by_column"]
     summary.update({"pairs_looked_at": looked_at, "pairs_used": len(pairs), "pairs_dropped": len(grid.info.get("dropped", [])),
                     "pairs_excluded_min_gap": int(grid.info.get("excluded_small_gap", 0)), "min_gap": effective_min_gap(settings),
                     "dtype": dtype})

@@ -62,10 +62,11 @@ def test_attention_script(tmp_path, monkeypatch, capsys):
     assert float(top["attention"].iloc[0]) == pytest.approx(float(np.nanmax(grid.mean["attention"][:, column, :])))
     assert routing["head_patch_effect"].notna().all()  # every routing head was patched
     assert (routing["knockout_n"] == 3).all()  # ... and its edge knocked out on every program
-    assert (routing["knockout_ci_low"] <= routing["knockout_logit_drop"]).all()
-    assert (routing["knockout_logit_drop"] <= routing["knockout_ci_high"]).all()
-    assert summary["routing"]["final"]["root_value"]["knockout_logit_drop"] == pytest.approx(
-        float(top["knockout_logit_drop"].iloc[0]))
+    for metric in ("knockout_ld_drop", "knockout_logit_drop"):  # the LD drop, and the raw logit kept beside it
+        assert (routing[f"{metric}_ci_low"] <= routing[metric]).all() and (routing[metric] <= routing[f"{metric}_ci_high"]).all()
+    assert ((routing["knockout_accuracy_ci_low"] >= 0) & (routing["knockout_accuracy_ci_high"] <= 1)).all()
+    for key in ("knockout_ld_drop", "knockout_logit_drop", "knockout_accuracy"):
+        assert summary["routing"]["final"]["root_value"][key] == pytest.approx(float(top[key].iloc[0]))
     assert (files / "attention_final.png").exists() and (files / "attention_query_var.png").exists()
     logged = _inspect(files)["summary"]["routing"]["final"]["root_value"]["head"]
     assert logged == summary["routing"]["final"]["root_value"]["head"]
