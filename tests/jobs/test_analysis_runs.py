@@ -81,7 +81,8 @@ def test_lens_script_and_the_last_layer_is_the_models_own_output(tmp_path, monke
     grid = Grid.load(files / "grids" / "lens")
     assert grid.labels["layer"] == list(range(tiny_llama.n_layers + 1))
     summary = json.loads((files / "summary.json").read_text())
-    assert {"readable_layer", "readable_layer_low", "readable_layer_high", "final_p_answer"} <= set(summary)
+    assert {"readable_layer", "readable_layer_low", "readable_layer_point", "undetermined_layers",
+            "final_p_answer"} <= set(summary)
     # after the last layer the lens is the model's logits: p(answer) by a plain forward
     from bindexp.models.cache import ModelCache
     from bindexp.runs.analysis import pairs_and_plan, prepare
@@ -109,10 +110,11 @@ def test_readable_layer_on_planted_shares():
     grid = Grid(("layer", "role"), {"layer": [0, 1, 2, 3], "role": ["final"]}, {"top1_answer": shares},
                 {"top1_answer": shares}, {"top1_answer": shares}, counts, {"top1_answer": counts})
     readable = readable_layer(grid, 0.5)
-    assert readable["readable_layer"] == 2
-    # 3/10 has a Wilson upper bound above 0.5 (earliest plausible: layer 1); 7/10's lower bound is
-    # below 0.5, 10/10's above (latest plausible: layer 3)
-    assert readable["readable_layer_low"] == 1 and readable["readable_layer_high"] == 3
+    assert readable["readable_layer_point"] == 2  # 0.7 > 0.5 from layer 2 on
+    # by the interval rule: 7/10's Wilson lower bound (0.40) is below 0.5, 10/10's (0.72) above: readable from 3;
+    # 3/10's upper bound (0.60) reaches 0.5 (earliest plausible: layer 1); layers 1 and 2 are undetermined
+    assert readable["readable_layer"] == 3 and readable["readable_layer_low"] == 1
+    assert readable["undetermined_layers"] == [1, 2]
 
 
 def test_subspace_script_keeps_heldout_pairs_out_of_training(tmp_path, monkeypatch, capsys, tiny_llama):
@@ -222,3 +224,21 @@ def test_locate_skips_a_variable_without_usable_pairs_and_says_why(tmp_path, cap
         run_locate(settings)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert {line.split()[1] for line in warnings} >= {"value", "query"}
+
+
+def test_locate_where_lists_only_cells_the_interval_rule_says_carry():
+    """n = 10: 5/10 (and 6/10) decide nothing at 0.5; 10/10 and 9/10 carry; 0/10 does not."""
+    import pandas as pd
+
+    from bindexp.jobs.locate import locate_table
+    from bindexp.stats import decide, wilson_interval
+
+    rows = []
+    for layer, hits in enumerate([10, 9, 6, 5, 0]):
+        low, high = wilson_interval(hits, 10)
+        rows.append({"variable": "value", "counterfactual": "root_value", "layer": layer, "role": "root_value", "n": 10,
+                     "iia": hits / 10, "iia_ci_low": low, "iia_ci_high": high, "decision": decide(hits, 10, 0.5)})
+    table = locate_table(pd.DataFrame(rows), 0.5, {"value": "root_value"})
+    row = table.iloc[0]
+    assert row["where"] == "root_value@0-1" and row["cells_carrying"] == 2  # a point estimate >= 0.5 would say 0-3
+    assert row["cells_undetermined"] == 2 and row["where_undetermined"] == "root_value@2-3"
