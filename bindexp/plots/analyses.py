@@ -1,4 +1,4 @@
-"""The analysis runs' figures (attention, lens, locate, subspace)."""
+"""The analysis runs' figures (attention, lens, locate, subspace, hypotheses)."""
 
 from __future__ import annotations
 
@@ -62,12 +62,61 @@ def iia_panels(grids: dict[str, Any], title: str):
     return figure
 
 
-def loss_figure(result: Any, title: str):
+def loss_figure(result: Any, title: str, boundless: Any = None):
+    """DAS's training loss per k (and boundless DAS's, with the size its boundary stands for)."""
     figure = new_figure(5.5, 3.4)
     ax = figure.subplots()
     for i, k in enumerate(result.ks):
         ax.plot(result.losses[i], label=f"k={k}")
+    if boundless is not None:
+        ax.plot(boundless.losses, color="black", label=f"boundless (settles on {boundless.size})")
     ax.set(xlabel="step", ylabel="training loss (candidate cross-entropy)", title=title)
     ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+LINES = {"das": ("DAS", "tab:blue", "o"), "diff_pca": ("difference-PCA (no learning)", "tab:orange", "s")}
+
+
+def subspace_figure(frame: Any, title: str):
+    """Held-out IIA against k (Wilson intervals) for DAS and difference-PCA, the random subspaces'
+    mean with their min-max band, the probe's and boundless DAS's subspaces as points at their k,
+    the whole residual as a line; beside it, each subspace's share of E|x_cf - x|^2 (no pyplot)."""
+    figure = new_figure(11.0, 4.0)
+    iia_ax, share_ax = figure.subplots(1, 2)
+    for method, group in frame.groupby("method", sort=False):
+        group = group.sort_values("k")
+        if method == "whole_residual":
+            row = group.iloc[0]
+            for ax, value in ((iia_ax, row["iia"]), (share_ax, 1.0)):
+                ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=f"whole residual (k={row['k']})")
+            iia_ax.axhspan(row["iia_ci_low"], row["iia_ci_high"], color="grey", alpha=0.12)
+            continue
+        if method == "random":
+            stats = group.groupby("k")["iia"].agg(["mean", "min", "max"])
+            iia_ax.plot(stats.index, stats["mean"], color="tab:red", marker=".", label="random subspaces (mean)")
+            iia_ax.fill_between(stats.index, stats["min"], stats["max"], color="tab:red", alpha=0.15,
+                                label="random: min-max over seeds")
+            share_ax.plot(stats.index, group.groupby("k")["difference_share"].mean(), color="tab:red", marker=".",
+                          label="random subspaces (mean)")
+            continue
+        label, colour, marker = LINES.get(method, (method, None, "D"))
+        errors = [group["iia"] - group["iia_ci_low"], group["iia_ci_high"] - group["iia"]]
+        style = {"marker": marker, "color": colour, "label": label, "capsize": 3}
+        if method not in LINES:  # one subspace (the probe, boundless DAS, a loaded one): a point at its k
+            style.update(linestyle="none", markersize=8)
+            label = f"{method} (k={', '.join(map(str, group['k']))})"
+            style["label"] = label
+        iia_ax.errorbar(group["k"], group["iia"], yerr=errors, **style)
+        share_ax.plot(group["k"], group["difference_share"], marker=marker, color=colour, label=label,
+                      linestyle="-" if method in LINES else "none")
+    n = int(frame["n_heldout"].max())
+    iia_ax.set(xscale="log", xlabel="subspace dimension k", ylabel=f"held-out IIA (95% Wilson, n={n})",
+               ylim=(-0.03, 1.03), title=title)
+    share_ax.set(xscale="log", xlabel="subspace dimension k", ylabel="share of E|x_cf - x|^2 (held-out)",
+                 ylim=(-0.03, 1.03), title="what each subspace holds of the pairs' difference")
+    iia_ax.legend(fontsize=6)
+    share_ax.legend(fontsize=6)
     figure.tight_layout()
     return figure

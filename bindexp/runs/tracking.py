@@ -275,8 +275,27 @@ class Tracker:
         aliases += [f"seed{self.settings['seed']}"] if self.settings.get("seed") is not None else []
         return [a for a in dict.fromkeys(aliases) if a]
 
+    def fetch_input_artifact(self, name: str, kind: str) -> Path:
+        """Download the W&B artifact `name` (e.g. `subspace-smollm2-135m:latest`) as this run's input
+        (`use_artifact`: the run's lineage shows it) into `<run folder>/inputs/<kind>`, and record it
+        in the config's `inputs`; only an online run can (InputError otherwise, or if W&B fails)."""
+        from bindexp.errors import InputError
+
+        if self.run is None or self.mode != "online":
+            raise InputError(f"{name!r} is not a local file or folder, and only an online W&B run can fetch an "
+                             "artifact by name")
+        try:
+            artifact = self.run.use_artifact(name)
+            path = Path(artifact.download(root=str(self.out_dir / "inputs" / kind)))
+        except Exception as err:  # noqa: BLE001 - any W&B failure here is the input missing
+            raise InputError(f"could not fetch the W&B artifact {name!r}: {str(err).splitlines()[0]}") from None
+        self.update_config({"inputs": {**self.extra.get("inputs", {}),
+                                       kind: {"artifact": name, "path": str(path), "digest": input_digest(path)}}})
+        return path
+
     def declare_inputs(self) -> None:
-        """A programs file or a local model (a checkpoint directory, a .gguf file) the run reads:
+        """A programs file, a local model (a checkpoint directory, a .gguf file) or a subspaces file or
+        folder (`subspace_from`) the run reads:
         its path and digest in the config (`inputs`), and with W&B online an input artifact
         (`use_artifact`, a reference to the local path) so the run's lineage shows it. Offline
         runs cannot declare inputs (W&B refuses `use_artifact` offline): the config keeps them."""
@@ -287,6 +306,9 @@ class Tracker:
         model = self.settings.get("model")
         if isinstance(model, str) and (Path(model).is_dir() or model.endswith(".gguf")) and Path(model).exists():
             inputs["model"] = Path(model)
+        subspace = self.settings.get("subspace_from")
+        if isinstance(subspace, str) and Path(subspace).exists():
+            inputs["subspace"] = Path(subspace)
         if not inputs:
             return
         described = {kind: {"path": str(path.resolve()), "digest": input_digest(path)} for kind, path in inputs.items()}

@@ -158,9 +158,9 @@ def test_ld_drop_is_the_answers_margin_over_its_best_competitor_lost(tiny_llama)
     for pi, it in enumerate(plan.tokenized):
         blocks = [{1: [(it.roles["final"], it.roles["root_value"], 2)]}, {2: [(it.roles["final"], it.roles["chain2_lhs"], 0)]}]
         clean, *knocked = knockout_logits(tiny_llama, it, [{}, *blocks])
-        digits = list(it.answer.candidates)
-        others = [d for d in digits if d != it.answer.original]
+        answer, others = it.answer.original, [d for d in it.answer.candidates if d != it.answer.original]
         for ei, row in enumerate(knocked):
-            margin = lambda x: float(x[it.answer.original]) - max(float(x[d]) for d in others)  # noqa: E731
-            assert values["ld_drop"][pi, ei] == pytest.approx(margin(clean) - margin(row), abs=1e-5)
+            by_hand = (float(clean[answer]) - max(float(clean[d]) for d in others)) \
+                - (float(row[answer]) - max(float(row[d]) for d in others))
+            assert values["ld_drop"][pi, ei] == pytest.approx(by_hand, abs=1e-5)
     assert not np.allclose(values["ld_drop"], values["logit_drop"])  # not the raw logit under another name

@@ -129,7 +129,20 @@ def test_subspace_script_keeps_heldout_pairs_out_of_training(tmp_path, monkeypat
     summary = json.loads((files / "summary.json").read_text())
     assert set(summary["das"]) == {"k1", "k4"} and summary["n_heldout"] == 3
     frame = pd.read_csv(files / "subspace.csv")
-    assert list(frame["method"]) == ["das", "das", "pca_probe_value"]
+    learned = ["das", "das", "pca_probe_value", "boundless_das"]
+    assert list(frame["method"])[:4] == learned
+    # the controls at every k of the learned subspaces (the ks, the probe's, boundless DAS's)
+    ks = sorted({1, 4, *frame.loc[frame["method"].isin(learned[2:]), "k"]})
+    assert sorted(frame.loc[frame["method"] == "diff_pca", "k"]) == ks
+    assert (frame[frame["method"] == "random"].groupby("k").size() == 5).all()  # --random_seeds default
+    assert frame.iloc[-1]["method"] == "whole_residual" and frame.iloc[-1]["k"] == tiny_llama.model.config.hidden_size
+    assert (frame["n_heldout"] == 3).all() and (frame["iia_ci_low"] <= frame["iia"]).all()
+    assert frame["variance_share"].between(0, 1 + 1e-9).all() and frame["difference_share"].between(0, 1 + 1e-9).all()
+    assert set(summary["random"]) == {f"k{k}" for k in ks} and summary["boundless_das"]["size"] >= 1
+    assert {"variance_share", "difference_share"} <= set(summary["probe"]) | set(summary["das"]["k4"])
+    assert summary["at_edited_token"] in (True, False) and (files / "subspace_iia.png").exists()
+    logged = _inspect(files)["summary"]  # the W&B summary holds the controls too
+    assert logged["random"]["k1"]["iia_mean"] == pytest.approx(summary["random"]["k1"]["iia_mean"])
     from safetensors import safe_open
 
     width = tiny_llama.model.config.hidden_size
@@ -242,3 +255,35 @@ def test_locate_where_lists_only_cells_the_interval_rule_says_carry():
     row = table.iloc[0]
     assert row["where"] == "root_value@0-1" and row["cells_carrying"] == 2  # a point estimate >= 0.5 would say 0-3
     assert row["cells_undetermined"] == 2 and row["where_undetermined"] == "root_value@2-3"
+
+
+def test_a_saved_subspace_applied_by_a_second_run_gives_the_same_iia(tmp_path):
+    """Run 1 trains DAS and saves its subspaces; run 2 (same settings, so the same held-out pairs)
+    applies them with subspace_from and must score exactly what run 1 scored, and declare the file
+    as its input. A file of another width is refused before any W&B run exists."""
+    from bindexp.io.subspaces import read_subspaces, write_subspaces
+    from bindexp.jobs.subspace import run_subspace
+
+    base = dict(SMALL, n_train=8, n_heldout=6, ks=[1, 4], steps=4, boundless=False, probe="none", random_seeds=2)
+    first = run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "one")))
+    saved = read_subspaces(first.out_dir)
+    assert set(saved.bases) >= {"das_k1", "das_k4", "diff_pca_k1"} and saved.width == 64
+    torch.testing.assert_close(saved.bases["das_k4"], first.das.rotations[4][:4])
+    second = run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "two"), subspace_from=str(first.out_dir)))
+    assert second.das is None and second.layer == first.layer
+    for k in (1, 4):
+        trained = first.frame[(first.frame["method"] == "das") & (first.frame["k"] == k)].iloc[0]
+        applied = second.frame[(second.frame["method"] == "das") & (second.frame["k"] == k)].iloc[0]
+        assert applied["successes"] == trained["successes"] and applied["n_heldout"] == trained["n_heldout"] == 6
+        assert applied["difference_share"] == pytest.approx(trained["difference_share"])
+    assert second.summary["das"]["k4"]["iia"] == first.summary["das"]["k4"]["iia"]
+    config = json.loads((second.out_dir / "config.json").read_text())
+    assert config["extra"]["inputs"]["subspace"]["path"] == str(first.out_dir.resolve())
+    assert second.summary["subspace_from"]["saved_layer"] == first.layer
+    narrow = write_subspaces(tmp_path / "narrow.safetensors", {"das_k1": ("das", torch.eye(32)[:1])}, width=32,
+                             layer=0, role="root_value")
+    with pytest.raises(BindexpError, match="32-wide"):
+        run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "three"), subspace_from=str(narrow)))
+    assert not (tmp_path / "three").exists()
+    with pytest.raises(BindexpError, match="no such file"):
+        run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "four"), subspace_from="nowhere/at-all"))

@@ -71,6 +71,7 @@ class Basis:
     rows: torch.Tensor
     seed: int | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. train_iia, a boundless run's size
+    accuracy: Accuracy | None = None  # its held-out IIA when the method already scored it (DAS, the probe)
 
 
 def control_bases(train_clean: torch.Tensor, train_cf: torch.Tensor, ks: Sequence[int], seeds: Sequence[int]
@@ -91,7 +92,7 @@ def score_bases(bases: Sequence[Basis], scorer: Callable[[torch.Tensor], Accurac
     `scorer(rows)`, and its shares of `clean` / `cf` (the held-out activations)."""
     out = []
     for basis in bases:
-        accuracy = scorer(basis.rows)
+        accuracy = basis.accuracy if basis.accuracy is not None else scorer(basis.rows)
         out.append({"method": basis.method, "k": basis.k, "seed": basis.seed, "iia": accuracy.value,
                     "iia_ci_low": accuracy.ci_low, "iia_ci_high": accuracy.ci_high, "successes": accuracy.successes,
                     "n_heldout": accuracy.n, **subspace_shares(basis.rows, clean, cf), **basis.extra})
