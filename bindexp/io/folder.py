@@ -58,6 +58,11 @@ LOCATE_CELLS_FILE = "locate_cells.csv"  # locate: every (variable, layer, role) 
 LOCATE_HEATMAP_FILE = "locate_iia.png"  # locate: IIA heatmap per variable
 DAS_CURVE_FILE = "das_loss.png"  # subspace: training loss per k
 CAUSAL_MODEL_FILE = "causal_model.json"  # locate: the declared hypothesis
+HYPOTHESES_FILE = "hypotheses.json"  # hypotheses: every hypothesis's declaration (variables, sites, kinds)
+HYPOTHESES_CELLS_FILE = "hypotheses_cells.csv"  # hypotheses: IIA per kind x hypothesis x variable x cell
+VERDICTS_FILE = "verdicts.csv"  # hypotheses: per kind x cell, each hypothesis's decision and the verdict
+VERDICT_REGIONS_FILE = "verdict_regions.csv"  # hypotheses: the verdicts as layer ranges per (kind, role)
+VERDICTS_FIGURE_FILE = "verdicts.png"  # hypotheses: a layer x role verdict panel per kind
 # a comparison's folder (scripts/compare.py --out)
 LEFT_OUT_FILE = "left_out.csv"  # runs not counted and why
 TIDY_FILE = "tidy.csv"  # one row per eval run x hops x seq_len

@@ -47,6 +47,8 @@ JOBS: dict[str, Job] = {
     "lens": Job("bindexp.jobs.lens", "LensSettings", "run_lens", "scripts/lens.py", "analysis"),
     "subspace": Job("bindexp.jobs.subspace", "SubspaceSettings", "run_subspace", "scripts/subspace.py", "analysis"),
     "locate": Job("bindexp.jobs.locate", "LocateSettings", "run_locate", "scripts/locate.py", "analysis"),
+    "hypotheses": Job("bindexp.jobs.hypotheses", "HypothesesSettings", "run_hypotheses", "scripts/hypotheses.py",
+                      "analysis"),
 }
 JOB_TYPES: tuple[str, ...] = tuple(JOBS)  # W&B job_type and config.json's job_type
 ANALYSIS_JOB_TYPES: tuple[str, ...] = tuple(name for name, job in JOBS.items() if job.kind == "analysis")

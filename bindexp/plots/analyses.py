@@ -120,3 +120,39 @@ def subspace_figure(frame: Any, title: str):
     share_ax.legend(fontsize=6)
     figure.tight_layout()
     return figure
+
+
+VERDICT_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def verdict_panels(table: Any, hypotheses: Sequence[str], title: str):
+    """One layer x role panel per counterfactual kind, each cell coloured by its verdict: the
+    hypothesis that alone explains it, a tie (light grey), undetermined (pale yellow), none (dark
+    grey) or no effect (white)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    labels = [*hypotheses, "tie", "undetermined", "none", "no effect"]
+    colours = [*VERDICT_COLOURS[: len(hypotheses)], "#bdbdbd", "#fff5c2", "#3d3d3d", "#ffffff"]
+    kinds = list(dict.fromkeys(table["counterfactual"]))
+    columns = min(4, len(kinds))
+    rows = -(-len(kinds) // columns)
+    figure = new_figure(3.6 * columns + 0.6, 3.4 * rows + 1.0, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
+    for ax, kind in zip(axes.flat, kinds):
+        part = table[table["counterfactual"] == kind]
+        roles, layers = list(dict.fromkeys(part["role"])), sorted(set(part["layer"]))
+        codes = np.full((len(layers), len(roles)), np.nan)
+        for row in part.itertuples():
+            codes[layers.index(row.layer), roles.index(row.role)] = labels.index(row.verdict)
+        ax.imshow(codes, aspect="auto", origin="lower", cmap=ListedColormap(colours), vmin=-0.5,
+                  vmax=len(labels) - 0.5, interpolation="nearest")
+        ax.set_xticks(range(len(roles)), roles, rotation=70, fontsize=6)
+        ax.set(title=kind, ylabel="layer")
+    figure.legend(handles=[Patch(facecolor=c, edgecolor="black", linewidth=0.3, label=label)
+                           for label, c in zip(labels, colours)], loc="outside lower center", ncol=len(labels),
+                  fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    return figure

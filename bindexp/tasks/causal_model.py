@@ -55,9 +55,10 @@ class CausalModel:
         per pair by `pointer_of`, or CONTROL).
     output(program, variable, value): the hypothesis' output for `program` with `variable` set to
         `value` (variable None: no intervention); TaskError when the value means nothing there.
-    value_of(pair, variable): the variable's value in the pair's counterfactual, by this
-        hypothesis' own reading of that program (None: the text at the original's span of the
-        variable's role, what single-character edits need)."""
+    value_of(pair, variable, role): the variable's value in the pair's counterfactual, by this
+        hypothesis' own reading of that program, as carried at the token `role` (None: the
+        counterfactual as a whole); None here: the text at the original's span of the variable's
+        role, what single-character edits need."""
 
     task: str
     describe: str
@@ -66,7 +67,7 @@ class CausalModel:
     output: Callable[[Program, str | None, Any], Any]
     pointer_of: Callable[[CounterfactualPair], str] | None = None
     name: str = "declared"
-    value_of: Callable[[CounterfactualPair, str], Any] | None = None
+    value_of: Callable[[CounterfactualPair, str, str | None], Any] | None = None
 
     def variable(self, program: Program, name: str) -> CausalVariable:
         for variable in self.variables_of(program):
@@ -96,12 +97,12 @@ class CausalModel:
             return self.output(pair.original, None, None)
         return self.output(pair.original, name, self.interchanged_value(pair, name))
 
-    def predict_variable(self, pair: CounterfactualPair, name: str) -> Any:
+    def predict_variable(self, pair: CounterfactualPair, name: str, role: str | None = None) -> Any:
         """The output with variable `name` interchanged: its value read from the counterfactual (by
-        `value_of`) put into the original; None when that value means nothing in the original
-        (e.g. a name no line assigns there)."""
+        `value_of`, as carried at `role`: a patched cell's token) put into the original; None when
+        that value means nothing in the original (e.g. a name no line assigns there)."""
         try:
-            value = self.value_of(pair, name) if self.value_of else self.interchanged_value(pair, name)
+            value = self.value_of(pair, name, role) if self.value_of else self.interchanged_value(pair, name)
             return self.output(pair.original, name, value)
         except TaskError:
             return None

@@ -80,6 +80,31 @@ def test_every_prediction_is_pythons_execution_under_that_reading(kind, hops):
                 assert model.predict_variable(pair, variable.name) == expected, (name, variable.name, pair.to_dict())
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_cell_on_a_chain_line_carries_what_the_counterfactual_has_at_that_position(kind):
+    """A patched cell takes the counterfactual's activation at the *same position*: at a chain
+    line's token, the pointer is the counterfactual's character there and the carried value is
+    what Python leaves in the variable of the counterfactual's line at that index; the output is
+    then Python's on the original so edited."""
+    for pair in _pairs(kind, 3):
+        original, counterfactual = pair.original, pair.counterfactual
+        for name in ("pointer_following", "direct_lookup", "positional"):
+            model = HYPOTHESES[name]
+            for k, line in enumerate(original.meta["chain_lines"], 1):
+                for role in (f"chain{k}_lhs", f"chain{k}_rhs", f"chain{k}_end"):
+                    if k >= 2:
+                        start, end = original.spans[f"chain{k}_rhs"]
+                        assert model.value_of(pair, f"pointer{k}", role) == counterfactual.text[start:end]
+                        expected = _python(_with_rhs(original.text, line, counterfactual.text[start:end]),
+                                           original.query_var)
+                        assert model.predict_variable(pair, f"pointer{k}", role) == expected
+                    lines = _lines(counterfactual.text)
+                    held = run_program("\n".join(lines[: line + 1]))[lines[line][0]]
+                    assert model.value_of(pair, "value", role) == held
+                    assert model.predict_variable(pair, "value", role) == _python(
+                        _with_rhs(original.text, original.meta["chain_lines"][0], held), original.query_var)
+
+
 def _unchanged(model, pair, variable):
     """The variable's value read from the original by the same reading (a pair of the original with itself)."""
     itself = CounterfactualPair(pair.original, pair.original, pair.kind, 0)

@@ -28,6 +28,7 @@ from bindexp.tasks.program import Program
 from bindexp.vocab import NOT_RUN
 
 PREDICTION = "prediction"  # a pair record's key: per cell, the index of the candidate the patched run ranks first
+CLEAN_PREDICTION = "clean_prediction"  # ... and the index of the candidate the clean run ranks first
 
 
 def exact_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
@@ -213,9 +214,11 @@ def _pair_values(pair: PreparedPair, shape, logits, where, untouched, index) -> 
 def pair_record(pair: PreparedPair, values: dict[str, np.ndarray], prediction: np.ndarray | None = None
                 ) -> dict[str, Any]:
     """One pair's own values (JSON-able, NaN as None): what a run streams to its pairs file; with
-    `prediction`, also each cell's patched prediction as the index of the candidate answer."""
+    `prediction`, also each cell's patched prediction as the index of the candidate answer (and the
+    clean run's)."""
     record = {**pair.tokens.pair.to_dict(), "ld_clean": pair.ld_clean, "ld_cf": pair.ld_cf,
               **{m: np.where(np.isnan(v), None, v).tolist() for m, v in values.items()}}
     if prediction is not None:
         record[PREDICTION] = np.where(np.isnan(prediction), None, prediction).tolist()
+        record[CLEAN_PREDICTION] = int(predicted_candidate(pair.clean_logits[None], pair.tokens.answer)[0])
     return record

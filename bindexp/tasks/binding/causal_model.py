@@ -62,20 +62,37 @@ def rhs_of(program: Program, line: int) -> str:
     return match.group(2)
 
 
-def read_counterfactual(pair: CounterfactualPair, variable: str) -> Any:
-    """Pointer-following's reading of the counterfactual: its query's name, the pointer on the line
-    that holds the original's chain line k (lines may have moved: the pair's line map), its root
-    constant."""
-    counterfactual = pair.counterfactual
+def line_of_role(program: Program, role: str | None) -> int | None:
+    """The program line a line-bound role sits on (root_value and chain<k>_lhs/rhs/end: chain line
+    k), or None (the query variable, the final token, no role)."""
+    match = re.fullmatch(r"chain(\d+)_(lhs|rhs|end)", role or "")
+    hop = 1 if role == "root_value" else int(match.group(1)) if match else None
+    return program.meta["chain_lines"][hop - 1] if hop is not None and hop <= program.meta["hops"] else None
+
+
+def read_counterfactual(pair: CounterfactualPair, variable: str, role: str | None = None) -> Any:
+    """Pointer-following's reading of a variable in the counterfactual, as carried at `role`.
+
+    At a line-bound role (a patched cell on one of the original's chain lines) the variable is read
+    from the counterfactual's line at the *same index*, which is what that cell's activation comes
+    from: its pointer, or the value that line holds. Elsewhere (the query variable, the final token,
+    or no role: the whole counterfactual) the counterfactual is read as a program: its query's name,
+    the pointer on the line that holds the original's chain line k (lines may have moved: the
+    pair's line map), its root constant."""
+    counterfactual, line = pair.counterfactual, line_of_role(pair.original, role)
     if variable == "query":
         return counterfactual.query_var
     if variable == "value":
-        return int(counterfactual.span_text("root_value"))
+        if line is None:
+            return int(counterfactual.span_text("root_value"))
+        lines = counterfactual.text.split("\n")
+        return walk_values(lines[: line + 1])[lines[line][0]]
     match = _POINTER.match(variable)
     if not match:
         raise TaskError(f"unknown binding variable {variable!r}")
-    line = pair.original.meta["chain_lines"][int(match.group(1)) - 1]
-    return rhs_of(counterfactual, pair.counterfactual_line(line))
+    if line is None:
+        line = pair.counterfactual_line(pair.original.meta["chain_lines"][int(match.group(1)) - 1])
+    return rhs_of(counterfactual, line)
 
 
 def walk_values(lines: Sequence[str]) -> dict[str, int]:

@@ -76,8 +76,10 @@ def _direct_output(program: Program, variable: str | None, value: Any) -> Any:
     return int(constant)
 
 
-def _direct_read(pair: CounterfactualPair, variable: str) -> Any:
-    return pair.counterfactual.span_text("chain1_lhs") if variable == "root" else read_counterfactual(pair, variable)
+def _direct_read(pair: CounterfactualPair, variable: str, role: str | None = None) -> Any:
+    if variable == "root":
+        return pair.counterfactual.span_text("chain1_lhs")
+    return read_counterfactual(pair, variable, role)
 
 
 DIRECT_LOOKUP = CausalModel(
@@ -111,10 +113,10 @@ def _positional_output(program: Program, variable: str | None, value: Any) -> An
     return walk_values(lines[: line + 1])[lines[line][0]]
 
 
-def _positional_read(pair: CounterfactualPair, variable: str) -> Any:
+def _positional_read(pair: CounterfactualPair, variable: str, role: str | None = None) -> Any:
     if variable == "query_line":
         return _assigning_line(pair.counterfactual, pair.counterfactual.query_var)
-    return read_counterfactual(pair, variable)
+    return read_counterfactual(pair, variable, role)
 
 
 POSITIONAL = CausalModel(
@@ -149,7 +151,7 @@ def _heuristic_output(program: Program, variable: str | None, value: Any) -> Any
     return answers or None
 
 
-def _heuristic_read(pair: CounterfactualPair, variable: str) -> Any:
+def _heuristic_read(pair: CounterfactualPair, variable: str, role: str | None = None) -> Any:
     program = pair.counterfactual
     return tuple(rhs_of(program, line) for line in range(min(2, len(_lines(program)))))
 
