@@ -257,7 +257,7 @@ def _compute(run: AnalysisRun) -> _Measured:
     result = probe = probe_error = bounded = None
     if saved is not None:
         bases = [Basis(saved.methods[name], int(rows.shape[0]), rows, extra={"name": name, "source": "loaded"})
-                 for name, rows in saved.bases.items()]
+                 for name, rows in saved.bases.items() if saved.methods[name] != "diff_pca"]  # controls: from this run
     else:
         bases, result, probe, probe_error, bounded = _learn(run, layer, train, heldout, plan.prefix)
 

@@ -18,6 +18,7 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from bindexp.jobs.attention import AttentionSettings
 from bindexp.jobs.evaluate import EvalSettings
+from bindexp.jobs.hypotheses import HypothesesSettings
 from bindexp.jobs.lens import LensSettings
 from bindexp.jobs.locate import LocateSettings
 from bindexp.jobs.patch import PatchSettings
@@ -37,7 +38,8 @@ from bindexp.sweeps.spec import (
 
 ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_SCRIPTS = {"scripts/attention.py": AttentionSettings, "scripts/lens.py": LensSettings,
-                    "scripts/subspace.py": SubspaceSettings, "scripts/locate.py": LocateSettings}
+                    "scripts/subspace.py": SubspaceSettings, "scripts/locate.py": LocateSettings,
+                    "scripts/hypotheses.py": HypothesesSettings}
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
