@@ -65,3 +65,21 @@ def test_bad_requests_exit_with_one_line(tmp_path, argv, fragment):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], out.stderr
     assert not (tmp_path / "out").exists()  # nothing ran, no run folder
+
+
+def test_compare_averages_hypotheses_summaries_over_seeds(tmp_path):
+    import pandas as pd
+
+    from bindexp.jobs.hypotheses import HypothesesSettings, run_hypotheses
+    from bindexp.results.compare import CompareSettings, run_compare
+
+    base = dict(model="tiny-random-llama", seq_len=5, hops=2, shots=1, num_programs=3, only_correct=False,
+                systematic_only=False, progress=False, wandb_mode="disabled", output_dir=str(tmp_path / "runs"),
+                counterfactuals=["root_value"])
+    summaries = [run_hypotheses(HypothesesSettings(**base, seed=seed)).summary for seed in (0, 1)]
+    run_compare(CompareSettings(runs_dir=str(tmp_path / "runs"), out=str(tmp_path / "cmp")))
+    table = pd.read_csv(tmp_path / "cmp" / "analysis_aggregate.csv")
+    row = table[(table["job_type"] == "hypotheses") & (table["key"] == "verdicts.root_value.cells.no effect")].iloc[0]
+    assert row["runs"] == 2
+    expected = sum(s["verdicts"]["root_value"]["cells"]["no effect"] for s in summaries) / 2
+    assert row["mean"] == pytest.approx(expected)

@@ -25,15 +25,14 @@ import numpy as np
 import torch
 
 from bindexp.errors import BindexpError
-from bindexp.interventions.methods.das import batch_order, frozen, interchange_loss, orthogonal_rotation
-from bindexp.interventions.methods.subspace import (
-    Accuracy,
-    SitePair,
-    check_disjoint,
-    interchanged_logits,
-    site_activations,
-    subspace_iia,
+from bindexp.interventions.methods.das import (
+    batch_order,
+    counterfactual_sites,
+    frozen,
+    interchange_loss,
+    orthogonal_rotation,
 )
+from bindexp.interventions.methods.subspace import Accuracy, SitePair, interchanged_logits, subspace_iia
 from bindexp.models.forward import SharedPrefix
 from bindexp.models.loading import LoadedModel
 
@@ -138,13 +137,7 @@ def boundless_das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldou
                   prefix: SharedPrefix | None = None) -> BoundlessResult:
     """Boundless DAS at resid_pre of `layer` (each pair's positions), trained on `train`, its hard
     subspace scored on `heldout`; the two sets share no program text."""
-    check_disjoint(train, heldout)
-    if not heldout:
-        raise BindexpError("boundless DAS needs held-out pairs to score")
-    d = lm.model.config.get_text_config().hidden_size
-    train_acts = site_activations(lm, layer, [p.cf_ids for p in train], [p.positions for p in train], prefix=prefix)
-    heldout_acts = site_activations(lm, layer, [p.cf_ids for p in heldout], [p.positions for p in heldout],
-                                    prefix=prefix)
+    d, train_acts, heldout_acts = counterfactual_sites(lm, layer, train, heldout, prefix)
 
     def loss_of(rotation: torch.Tensor, mask: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         pairs = [train[i] for i in chosen]

@@ -142,22 +142,30 @@ class DasResult:
         return {f"k{k}": r.contiguous() for k, r in self.rotations.items()}, info
 
 
-def das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequence[SitePair], ks: Sequence[int],
-        settings: DasSettings = DasSettings(), *, prefix: SharedPrefix | None = None) -> DasResult:
-    """Train one rotation per k at resid_pre of `layer` (each pair's positions) on `train`, and
-    score it on `heldout`; the two sets must share no program text."""
+def counterfactual_sites(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequence[SitePair],
+                         prefix: SharedPrefix | None) -> tuple[int, list[torch.Tensor], list[torch.Tensor]]:
+    """What every learned interchange checks and needs first: disjoint sets, held-out pairs,
+    counterfactual answers among the candidates; (the residual width, the counterfactual run's
+    site activations of the training pairs, of the held-out pairs)."""
     check_disjoint(train, heldout)
     if not heldout:
-        raise BindexpError("DAS needs held-out pairs to score")
-    d = lm.model.config.get_text_config().hidden_size
-    if not ks or any(not 1 <= k <= d for k in ks):
-        raise BindexpError(f"every k must lie in 1..{d} (the residual width), got {list(ks)}")
+        raise BindexpError("a learned subspace needs held-out pairs to score")
     for p in [*train, *heldout]:
         if p.cf_answer not in p.candidates:
             raise BindexpError("a pair's counterfactual answer is not among its candidate tokens")
     train_acts = site_activations(lm, layer, [p.cf_ids for p in train], [p.positions for p in train], prefix=prefix)
     heldout_acts = site_activations(lm, layer, [p.cf_ids for p in heldout], [p.positions for p in heldout],
                                     prefix=prefix)
+    return lm.model.config.get_text_config().hidden_size, train_acts, heldout_acts
+
+
+def das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequence[SitePair], ks: Sequence[int],
+        settings: DasSettings = DasSettings(), *, prefix: SharedPrefix | None = None) -> DasResult:
+    """Train one rotation per k at resid_pre of `layer` (each pair's positions) on `train`, and
+    score it on `heldout`; the two sets must share no program text."""
+    d, train_acts, heldout_acts = counterfactual_sites(lm, layer, train, heldout, prefix)
+    if not ks or any(not 1 <= k <= d for k in ks):
+        raise BindexpError(f"every k must lie in 1..{d} (the residual width), got {list(ks)}")
 
     def loss_of(basis: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         pairs = [train[i] for i in chosen]
