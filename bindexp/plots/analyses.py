@@ -122,6 +122,15 @@ def subspace_figure(frame: Any, title: str):
     return figure
 
 
+def initials(names: Sequence[str]) -> dict[str, str]:
+    """A short code per name from the initials of its words (pointer_following -> PF), made unique."""
+    out: dict[str, str] = {}
+    for name in names:
+        code = "".join(word[0] for word in name.split("_")).upper()
+        out[name] = code if code not in out.values() else f"{code}{len(out)}"
+    return out
+
+
 VERDICT_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
@@ -133,6 +142,7 @@ def verdict_panels(table: Any, hypotheses: Sequence[str], title: str):
     from matplotlib.patches import Patch
 
     labels = [*hypotheses, "tie", "undetermined", "none", "no effect"]
+    short = initials(hypotheses)
     colours = [*VERDICT_COLOURS[: len(hypotheses)], "#bdbdbd", "#fff5c2", "#3d3d3d", "#ffffff"]
     kinds = list(dict.fromkeys(table["counterfactual"]))
     columns = min(4, len(kinds))
@@ -149,10 +159,18 @@ def verdict_panels(table: Any, hypotheses: Sequence[str], title: str):
             codes[layers.index(row.layer), roles.index(row.role)] = labels.index(row.verdict)
         ax.imshow(codes, aspect="auto", origin="lower", cmap=ListedColormap(colours), vmin=-0.5,
                   vmax=len(labels) - 0.5, interpolation="nearest")
+        for row in part.itertuples():  # a cell with an effect: the initials of the hypotheses that carry it
+            if row.verdict != "no effect" and isinstance(row.carrying, str) and row.carrying:
+                text = " ".join(short[name] for name in row.carrying.split(", "))
+                ax.text(roles.index(row.role), layers.index(row.layer), text, ha="center", va="center",
+                        fontsize=max(3.5, 7 - len(layers) / 8))
         ax.set_xticks(range(len(roles)), roles, rotation=70, fontsize=6)
+        ax.set_yticks(range(len(layers)), layers, fontsize=5 if len(layers) > 12 else 7)
         ax.set(title=kind, ylabel="layer")
+    keys = ", ".join(f"{code} {name}" for name, code in short.items())
     figure.legend(handles=[Patch(facecolor=c, edgecolor="black", linewidth=0.3, label=label)
                            for label, c in zip(labels, colours)], loc="outside lower center", ncol=len(labels),
-                  fontsize=7)
+                  fontsize=7, title=f"verdict; letters in a cell: the hypotheses that carry it ({keys})",
+                  title_fontsize=7)
     figure.suptitle(title, fontsize=9)
     return figure
