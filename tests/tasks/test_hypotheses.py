@@ -49,6 +49,13 @@ def _python_expected(model_name, variable, pair, value):
         return _python(_with_rhs(original.text, chain[int(variable[7:]) - 1], value), original.query_var)
     if variable == "value":
         return _python(_with_rhs(original.text, chain[0], value), original.query_var)
+    if variable.startswith("name"):  # the chain line assigns another name; the query looks its own up (by index:
+        lines = _lines(original.text)  # positional's query finds its line whatever it is called)
+        hop = int(variable[4:])
+        lines[chain[hop - 1]] = str(value) + lines[chain[hop - 1]][1:]
+        if model_name == "positional" and hop == len(chain):
+            return run_program("\n".join(lines[: chain[-1] + 1]))[str(value)]
+        return _python("\n".join(lines), original.query_var)
     if variable == "root":  # the address of a constant: that line's constant, when it is one
         line = max(i for i, text in enumerate(_lines(original.text)[:-1]) if text[0] == value)
         return run_program(original.code)[value] if _lines(original.text)[line][-1].isdigit() else None
@@ -98,6 +105,8 @@ def test_a_cell_on_a_chain_line_carries_what_the_counterfactual_has_at_that_posi
                         expected = _python(_with_rhs(original.text, line, counterfactual.text[start:end]),
                                            original.query_var)
                         assert model.predict_variable(pair, f"pointer{k}", role) == expected
+                    start = original.spans[f"chain{k}_lhs"][0]
+                    assert model.value_of(pair, f"name{k}", role) == counterfactual.text[start]
                     lines = _lines(counterfactual.text)
                     held = run_program("\n".join(lines[: line + 1]))[lines[line][0]]
                     assert model.value_of(pair, "value", role) == held
@@ -117,7 +126,8 @@ def test_pointer_following_predicts_the_real_answer(kind):
     counterfactual's answer (by Python). Variable by variable, what a kind changes and the kind
     does not target predicts something else, which is what a cell holding only that variable
     would do: under move_root the pointer alone points at the other constant; under
-    rename_variable the query's *name* alone names another variable of the original."""
+    rename_variable the query's *name* alone names another variable of the original, and the
+    query's line renamed alone leaves the query's name assigned nowhere (no prediction)."""
     model = HYPOTHESES["pointer_following"]
     for pair in _pairs(kind, 2):
         assert model.predict_kind(pair) == execute_query(pair.counterfactual.text, pair.counterfactual.query_var)
@@ -125,9 +135,10 @@ def test_pointer_following_predicts_the_real_answer(kind):
             predicted = model.predict_variable(pair, variable.name)
             if _unchanged(model, pair, variable.name):
                 assert predicted == pair.original.answer
-            elif kind == "rename_variable":
-                assert variable.name == "query" and predicted != pair.counterfactual.answer
-                assert predicted == run_program(pair.original.code)[pair.counterfactual.query_var]
+            elif kind == "rename_variable" and variable.name == "query":
+                assert predicted == run_program(pair.original.code)[pair.counterfactual.query_var] != pair.original.answer
+            elif kind == "rename_variable":  # the query's line renamed alone: the query's name is assigned nowhere
+                assert variable.name == "name2" and predicted is None
             elif kind == "move_root" and variable.name == "pointer2":
                 assert predicted != pair.counterfactual.answer
             else:
@@ -198,6 +209,7 @@ def test_where_each_hypothesis_lets_a_variable_be_carried():
     assert HYPOTHESES["direct_lookup"].carriers(program, "chain2_end") == ["pointer2"]  # the value skips the chain
     assert HYPOTHESES["direct_lookup"].carriers(program, "final") == ["query", "root", "value"]
     assert HYPOTHESES["positional"].carriers(program, "query_var") == ["query_line"]
+    assert HYPOTHESES["pointer_following"].carriers(program, "chain2_lhs") == ["value", "name2"]
     assert HYPOTHESES["heuristic"].carriers(program, "chain1_lhs") == ["lines12"]
     assert HYPOTHESES["pointer_following"].carriers(program, "distractor1_value") == []
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bindexp.tasks.counterfactuals import CounterfactualPair
 
 _POINTER = re.compile(r"^pointer(\d+)$")
+_NAME = re.compile(r"^name(\d+)$")
 
 
 QUERY_SITES = ("query_var", "final")
@@ -38,6 +39,22 @@ def pointer_variables(program: Program) -> list[CausalVariable]:
     hops = program.meta["hops"]
     return [CausalVariable(f"pointer{k}", f"the variable chain line {k} copies (hop {k} of {hops})", f"chain{k}_rhs",
                            family=FAMILY, sites=(f"chain{k}_rhs", f"chain{k}_end")) for k in range(hops, 1, -1)]
+
+
+def name_variables(program: Program) -> list[CausalVariable]:
+    """The name each chain line k assigns (its left-hand side: what the next line's pointer, or the
+    query, looks up), held at that token (the competing hypotheses' variables; locate's model has none)."""
+    hops = program.meta["hops"]
+    return [CausalVariable(f"name{k}", f"the name chain line {k} assigns (hop {k} of {hops})", f"chain{k}_lhs",
+                           sites=(f"chain{k}_lhs",)) for k in range(hops, 0, -1)]
+
+
+def renamed_lines(program: Program, hop: int, name: Any) -> list[str]:
+    """The program's assignment lines with chain line `hop` assigning `name` instead."""
+    lines = program.text.split("\n")[:-1]
+    line = program.meta["chain_lines"][hop - 1]
+    lines[line] = str(name) + lines[line][1:]
+    return lines
 
 
 def carried_value_sites(program: Program) -> tuple[str, ...]:
@@ -75,7 +92,7 @@ def read_counterfactual(pair: CounterfactualPair, variable: str, role: str | Non
 
     At a line-bound role (a patched cell on one of the original's chain lines) the variable is read
     from the counterfactual's line at the *same index*, which is what that cell's activation comes
-    from: its pointer, or the value that line holds. Elsewhere (the query variable, the final token,
+    from: its pointer, its name, or the value that line holds. Elsewhere (the query variable, the final token,
     or no role: the whole counterfactual) the counterfactual is read as a program: its query's name,
     the pointer on the line that holds the original's chain line k (lines may have moved: the
     pair's line map), its root constant."""
@@ -87,12 +104,12 @@ def read_counterfactual(pair: CounterfactualPair, variable: str, role: str | Non
             return int(counterfactual.span_text("root_value"))
         lines = counterfactual.text.split("\n")
         return walk_values(lines[: line + 1])[lines[line][0]]
-    match = _POINTER.match(variable)
+    match = _POINTER.match(variable) or _NAME.match(variable)
     if not match:
         raise TaskError(f"unknown binding variable {variable!r}")
     if line is None:
         line = pair.counterfactual_line(pair.original.meta["chain_lines"][int(match.group(1)) - 1])
-    return rhs_of(counterfactual, line)
+    return rhs_of(counterfactual, line) if variable.startswith("pointer") else counterfactual.text.split("\n")[line][0]
 
 
 def walk_values(lines: Sequence[str]) -> dict[str, int]:
@@ -116,6 +133,12 @@ def chain_output(program: Program, variable: str | None, value: Any) -> Any:
         return int(value)
     if variable == "query":
         return walk_values(lines).get(str(value))
+    named = _NAME.match(variable)
+    if named and 1 <= int(named.group(1)) <= program.meta["hops"]:  # the query finds its variable by name, or not
+        values = walk_values(renamed_lines(program, int(named.group(1)), value))
+        if program.query_var not in values:
+            raise TaskError(f"no line assigns the query's variable {program.query_var!r} any more")
+        return values[program.query_var]
     match = _POINTER.match(variable)
     if not match:
         raise TaskError(f"unknown binding variable {variable!r}")

@@ -6,7 +6,10 @@ prediction for every kind is the counterfactual's real answer; the others' diffe
 reading does (positional under swap_lines, direct lookup under move_root).
 
 - pointer_following (`causal_model.CAUSAL_MODEL`, the one `locate` tests): the query's name,
-  the pointer at each chain line, the value carried hop by hop along the chain to the final token.
+  the pointer at each chain line, the value carried hop by hop along the chain to the final token;
+  as a competitor also the name each chain line assigns (`name<k>`, at its left-hand side), which
+  the next pointer, or the query, looks up -- as in direct lookup and positional (where the query
+  does not look up its own line's name: it finds the line by index).
 - direct_lookup: the query's name is resolved through the pointers to the *address* of the chain's
   constant (the root variable, `root`, held at the query variable and the final token), whose
   constant is read straight into the final token: the value never sits on the chain's later lines.
@@ -31,8 +34,10 @@ from bindexp.tasks.binding.causal_model import (
     QUERY_SITES,
     carried_value_sites,
     chain_output,
+    name_variables,
     pointer_variables,
     read_counterfactual,
+    renamed_lines,
     rhs_of,
     walk_values,
 )
@@ -60,7 +65,7 @@ def _assigning_line(program: Program, name: str) -> int:
 
 def _direct_variables(program: Program) -> list[CausalVariable]:
     return ([CausalVariable("query", "the queried variable's name", "query_var", sites=QUERY_SITES)]
-            + pointer_variables(program)
+            + pointer_variables(program) + name_variables(program)
             + [CausalVariable("root", "the address of the chain's constant (its variable), resolved at the query",
                               "chain1_lhs", sites=QUERY_SITES),
                CausalVariable("value", "the chain's constant, read directly into the final token", "root_value",
@@ -98,12 +103,15 @@ DIRECT_LOOKUP = CausalModel(
 def _positional_variables(program: Program) -> list[CausalVariable]:
     return ([CausalVariable("query_line", "the index of the line assigning the queried variable", "query_var",
                             sites=QUERY_SITES)]
-            + pointer_variables(program)
+            + pointer_variables(program) + name_variables(program)
             + [CausalVariable("value", "the root constant carried up the chain", "root_value",
                               sites=carried_value_sites(program))])
 
 
 def _positional_output(program: Program, variable: str | None, value: Any) -> Any:
+    if variable == f"name{program.meta['hops']}":  # the query finds its line by index: its name does not matter
+        line = program.meta["chain_lines"][-1]
+        return walk_values(renamed_lines(program, program.meta["hops"], value)[: line + 1])[str(value)]
     if variable != "query_line":
         return chain_output(program, variable, value)
     line = int(value)
@@ -166,7 +174,11 @@ HEURISTIC = CausalModel(
 
 # pointer-following as a competitor: locate's model, with the kinds that only the competition uses named
 # (a moved root keeps the carried value; swapped lines and a consistent renaming change nothing it reads)
-POINTER_FOLLOWING = dataclasses.replace(CAUSAL_MODEL, interventions={
+def _pointer_variables_and_names(program: Program) -> list[CausalVariable]:
+    return [*CAUSAL_MODEL.variables_of(program), *name_variables(program)]
+
+
+POINTER_FOLLOWING = dataclasses.replace(CAUSAL_MODEL, variables_of=_pointer_variables_and_names, interventions={
     **CAUSAL_MODEL.interventions, "swap_lines": CONTROL, "move_root": "value", "rename_variable": CONTROL})
 
 HYPOTHESES: dict[str, CausalModel] = {model.name: model for model in (POINTER_FOLLOWING, DIRECT_LOOKUP, POSITIONAL,
