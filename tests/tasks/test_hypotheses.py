@@ -107,6 +107,8 @@ def test_a_cell_on_a_chain_line_carries_what_the_counterfactual_has_at_that_posi
                         assert model.predict_variable(pair, f"pointer{k}", role) == expected
                     start = original.spans[f"chain{k}_lhs"][0]
                     assert model.value_of(pair, f"name{k}", role) == counterfactual.text[start]
+                    assert model.predict_variable(pair, f"name{k}", role) == _python_expected(
+                        name, f"name{k}", pair, counterfactual.text[start])
                     lines = _lines(counterfactual.text)
                     held = run_program("\n".join(lines[: line + 1]))[lines[line][0]]
                     assert model.value_of(pair, "value", role) == held

@@ -120,6 +120,8 @@ def walk_values(lines: Sequence[str]) -> dict[str, int]:
         if not match:
             raise TaskError(f"not a binding line: {line!r}")
         lhs, rhs = match.groups()
+        if not rhs.isdigit() and rhs not in env:
+            raise TaskError(f"{rhs!r} is read before any line assigns it")
         env[lhs] = int(rhs) if rhs.isdigit() else env[rhs]
     return env
 
