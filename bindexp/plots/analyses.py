@@ -77,6 +77,7 @@ def loss_figure(result: Any, title: str, boundless: Any = None):
 
 
 LINES = {"das": ("DAS", "tab:blue", "o"), "diff_pca": ("difference-PCA (no learning)", "tab:orange", "s")}
+POINTS = {"boundless_das": ("purple", "*"), "pca_probe": ("tab:green", "D")}  # one subspace each: a point at its k
 
 
 def subspace_figure(frame: Any, title: str):
@@ -101,7 +102,9 @@ def subspace_figure(frame: Any, title: str):
             share_ax.plot(stats.index, group.groupby("k")["difference_share"].mean(), color="tab:red", marker=".",
                           label="random subspaces (mean)")
             continue
-        label, colour, marker = LINES.get(method, (method, None, "D"))
+        colour, marker = next((c, m) for key, (c, m) in {**POINTS, "": ("tab:brown", "P")}.items()
+                              if method.startswith(key))
+        label, colour, marker = LINES.get(method, (method, colour, marker))
         errors = [group["iia"] - group["iia_ci_low"], group["iia_ci_high"] - group["iia"]]
         style = {"marker": marker, "color": colour, "label": label, "capsize": 3}
         if method not in LINES:  # one subspace (the probe, boundless DAS, a loaded one): a point at its k
@@ -113,11 +116,12 @@ def subspace_figure(frame: Any, title: str):
                       linestyle="-" if method in LINES else "none")
     n = int(frame["n_heldout"].max())
     iia_ax.set(xscale="log", xlabel="subspace dimension k", ylabel=f"held-out IIA (95% Wilson, n={n})",
-               ylim=(-0.03, 1.03), title=title)
+               ylim=(-0.03, 1.03), title="held-out IIA")
     share_ax.set(xscale="log", xlabel="subspace dimension k", ylabel="share of E|x_cf - x|^2 (held-out)",
                  ylim=(-0.03, 1.03), title="what each subspace holds of the pairs' difference")
     iia_ax.legend(fontsize=6)
     share_ax.legend(fontsize=6)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
 
