@@ -216,9 +216,9 @@ def check_writable_dir(path: str | Path, what: str = "output_dir") -> None:
 
     folder = Path(path).absolute()
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise InputError(f"{what} {str(path)!r} is not a writable folder: {existing} is not a folder")
     try:
-        if existing is None or not existing.is_dir():
-            raise NotADirectoryError(20, "not a directory" if existing is not None else "no such folder")
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".bindexp-write-check-"):
             pass
     except OSError as err:

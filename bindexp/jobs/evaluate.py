@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from bindexp.io.folder import check_writable_dir
 from bindexp.io.streams import append_lines
 from bindexp.io.tables import write_figure
 from bindexp.models.cache import MODEL_CACHE, ModelCache
@@ -22,7 +21,7 @@ from bindexp.models.scoring import Score
 from bindexp.plots.accuracy import accuracy_figure, accuracy_table, value_text
 from bindexp.runs.conditions import Condition, eval_conditions, score_condition
 from bindexp.runs.settings import ConditionsGroup, RunSettings
-from bindexp.runs.tracking import Tracker
+from bindexp.runs.tracking import Tracker, check_run_folder
 from bindexp.stats import wilson_interval
 
 
@@ -109,7 +108,7 @@ def run_eval(settings: EvalSettings, cache: ModelCache = MODEL_CACHE) -> EvalOut
     """One evaluation as one W&B run (job_type `eval`), with a local copy of everything."""
     check_model_name(settings.model)
     eval_conditions(settings)  # impossible task requests fail here, before any model or W&B work
-    check_writable_dir(settings.output_dir)
+    check_run_folder(settings)
     with Tracker(settings, "eval") as tracker:
         lm = cache.get(settings.model, **settings.model_kwargs())
         tracker.update_config({"model_info": lm.describe()})

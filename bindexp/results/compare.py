@@ -23,12 +23,13 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bindexp.errors import InputError
+from bindexp.io.folder import check_writable_dir
 from bindexp.results.gather import gather, select_runs
 from bindexp.results.grids import AveragedGrid, average_grids
 from bindexp.results.records import RunFilter, RunRecord
 from bindexp.results.report import log_to_wandb, write_analysis_summaries, write_grids, write_left_out, write_tables
 from bindexp.results.tables import DEFAULT_BY, aggregate, differing_settings, tidy_table
-from bindexp.runs.cli import check_writable_folder
+from bindexp.runs.naming import check_run_name
 from bindexp.runs.settings import StrList
 from bindexp.vocab import WandbMode
 
@@ -62,6 +63,11 @@ class CompareSettings(BaseSettings):
             raise ValueError(f"needs at least one column, e.g. --by=[{', '.join(DEFAULT_BY)}]")
         return by
 
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_name(cls, name: str | None) -> str | None:
+        return check_run_name(name)
+
     @property
     def out_dir(self) -> Path:
         if self.out:
@@ -86,7 +92,7 @@ class CompareOutcome:
 def run_compare(settings: CompareSettings, records: Sequence[RunRecord] | None = None) -> CompareOutcome:
     """Gather (unless `records` are given), tabulate, aggregate, write, and optionally log to W&B."""
     out_dir = settings.out_dir
-    check_writable_folder(out_dir, "--out")
+    check_writable_dir(out_dir, "out")
     gathered = list(records) if records is not None else gather(
         settings.source, settings.where(), runs_dir=settings.runs_dir, entity=settings.entity, project=settings.project,
         per_page=settings.per_page, cache_dir=settings.out_dir / "downloads")

@@ -5,16 +5,14 @@ Imports no torch, so sweep, compare and agent scripts start fast.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 
-from bindexp.errors import BindexpError, InputError
+from bindexp.errors import BindexpError
 from bindexp.runs.settings import parse_settings
 
 S = TypeVar("S")
@@ -71,14 +69,3 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def check_writable_folder(path: str | Path, option: str) -> None:
-    """Raise InputError unless `path` is a writable folder or can be made one; creates nothing."""
-    existing = Path(os.path.abspath(path))
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{option}={path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option}={path}: {existing} is not writable")

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from bindexp.errors import ModelError, TaskError
 from bindexp.interventions.engine.selection import select_pairs
-from bindexp.io.folder import check_writable_dir
 from bindexp.models.loading import LoadedModel, check_model_name
 from bindexp.runs.settings import PairSettings, ProgramGroup
+from bindexp.runs.tracking import check_run_folder
 from bindexp.tasks.counterfactuals import CounterfactualPair, check_pair_request, make_counterfactual, make_pairs
 from bindexp.tasks.program import Program, derive_rng
 from bindexp.tasks.programs_file import read_programs_file
@@ -126,5 +126,5 @@ def checked_request(settings: PairSettings) -> tuple[PairSettings, list[Program]
     require_answer_next(settings.template)  # also refuses unknown templates
     shots = patch_shots(settings)  # impossible requests fail here, before any model or W&B work
     candidate_pairs(settings, 1, shots)
-    check_writable_dir(settings.output_dir)
+    check_run_folder(settings)
     return settings, shots

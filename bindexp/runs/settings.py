@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, Settings
 
 from bindexp.errors import BindexpError
 from bindexp.interventions.methods import METHOD_NAMES
+from bindexp.runs.naming import check_run_name
 from bindexp.tasks import DEFAULT_TASK, MAX_HOPS
 from bindexp.tasks.registry import get_task, patchable_tasks
 from bindexp.vocab import Dtype, GridColumns, Quantization, Scoring, Site, WandbMode
@@ -120,6 +121,11 @@ class WandbGroup(Settings):
     run_name: str | None = Field(None, description="None: named from the settings, e.g. 'eval smollm2-135m binding h1-4 L16 s0'")
     sweep: str | None = Field(None, description="the local sweep this run belongs to (set by scripts/sweep_local.py)")
     output_dir: str = Field("outputs", description="local results when W&B is disabled or fails")
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_name(cls, name: str | None) -> str | None:
+        return check_run_name(name)
 
 
 class RunSettings(RunGroup, WandbGroup, ModelGroup):

@@ -37,9 +37,8 @@ from typing import Any, Literal, TextIO
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
-from bindexp.io.folder import POINTER_ENV, read_pointer
+from bindexp.io.folder import POINTER_ENV, check_writable_dir, read_pointer
 from bindexp.io.locks import FolderLock
-from bindexp.runs.cli import check_writable_folder
 from bindexp.sweeps.spec import (
     ConfigurationCheck,
     SweepError,
@@ -165,7 +164,7 @@ def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> 
     check_configurations(config, runs, settings.sweep)
     if folder.name != name:
         print(f"note: sweep {name!r} keeps its state in {folder}", file=out, flush=True)
-    check_writable_folder(Path(settings.output_dir), "--output_dir")
+    check_writable_dir(settings.output_dir, "output_dir")
     with FolderLock.acquire(folder, "sweep folder", f"sweep {name!r}", LOCK_FILE):
         state = load_state(folder / STATE_FILE)  # as the last holder left it
         report = _run_all(settings, config, runs, state, folder, out)
