@@ -15,9 +15,9 @@ InputError naming the file, in one line.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -27,6 +27,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from bindexp.errors import InputError, ModelError
+from bindexp.io.folder import replace_text
 
 INDEX_FILE = "checkpoints.json"
 TRAINER_DIR = "trainer"
@@ -42,10 +43,6 @@ def step_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def _write_json(path: Path, data: Any) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(data, indent=2))
-    os.replace(staging, path)
 
 
 def read_index(root: Path) -> dict[str, Any]:
@@ -148,8 +145,10 @@ def write_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, optimize
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(err, OSError) and "os error 28" in str(err):  # safetensors' own error for ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device", str(target)) from None
         raise
     finally:
         if bars:
@@ -169,7 +168,7 @@ def record_checkpoint(root: Path, step: int, *, best: bool, metric: float | None
     kept = set(steps[-keep:]) | {index.get("best")}
     removed = [s for s in steps if s not in kept]
     index["steps"] = [s for s in steps if s in kept]
-    _write_json(Path(root) / INDEX_FILE, index)
+    replace_text(Path(root) / INDEX_FILE, json.dumps(index, indent=2))
     for old in removed:
         shutil.rmtree(Path(root) / old, ignore_errors=True)
     return removed

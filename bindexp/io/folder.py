@@ -155,10 +155,8 @@ class RunFolder:
         return any(p.is_file() for p in (self.config, self.summary, self.grid_sidecar))
 
     def write_json(self, name: str, data: Any) -> Path:
-        """Write `data` as `<folder>/<name>`; returns the path."""
-        path = self.path / name
-        path.write_text(json.dumps(data, indent=2, default=str))
-        return path
+        """Write `data` as `<folder>/<name>` (replaced whole: a full disk leaves the old file); returns the path."""
+        return replace_text(self.path / name, json.dumps(data, indent=2, default=str))
 
     def read_json(self, name: str) -> Any:
         """The JSON in `<folder>/<name>`, or None when it is missing or unreadable."""
@@ -187,6 +185,20 @@ class RunFolder:
         """The run's settings and extras as one dict (W&B's config shape), None without config.json."""
         config = self.read_json(CONFIG_FILE)
         return None if config is None else {**config.get("settings", {}), **config.get("extra", {})}
+
+
+def replace_text(path: Path, text: str) -> Path:
+    """Write `text` as `path` atomically: into a hidden staging file beside it, then renamed over it.
+    A kill or a full disk leaves the previous file as it was (and no staging file); returns the path."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        staging.write_text(text)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def announce(run_dir: Path, files_dir: Path) -> None:

@@ -5,6 +5,7 @@ Imports no torch, so sweep, compare and agent scripts start fast.
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -19,11 +20,12 @@ S = TypeVar("S")
 
 EXIT_BAD_INPUT = 2
 EXIT_OUT_OF_MEMORY = 3
+EXIT_NO_SPACE = 4
 
 
 def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequence[str] | None) -> int:
     """Parse `argv` into `settings_cls` and call `runner`; return the exit status: the runner's
-    own (None counts as 0), 2 for a BindexpError, 3 for running out of memory."""
+    own (None counts as 0), 2 for a BindexpError, 3 for running out of memory, 4 for a full disk."""
     try:
         with sigterm_raises():
             return runner(parse_settings(settings_cls, argv)) or 0
@@ -33,6 +35,12 @@ def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequ
     except BindexpError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"error: no space left on device{where}; what was written before is kept", file=sys.stderr)
+        return EXIT_NO_SPACE
     except MemoryError:
         print("error: out of memory; lower --batch_size or use a smaller model", file=sys.stderr)
         return EXIT_OUT_OF_MEMORY

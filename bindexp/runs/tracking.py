@@ -358,7 +358,7 @@ def claim_run_folder(folder: Path, job_type: str, name: str, continues: bool = F
 
 
 def _taken(folder: RunFolder) -> InputError:
-    return InputError(f"run folder {folder.path} already holds a {folder.job_type or 'finished'} run; "
+    return InputError(f"run folder {folder.path} already holds a run (job {folder.job_type or 'unknown'}); "
                       "choose another --run_name or --output_dir")
 
 

@@ -37,7 +37,7 @@ from typing import Any, Literal, TextIO
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
-from bindexp.io.folder import POINTER_ENV, check_writable_dir, read_pointer
+from bindexp.io.folder import POINTER_ENV, check_writable_dir, read_pointer, replace_text
 from bindexp.io.locks import FolderLock
 from bindexp.sweeps.spec import (
     ConfigurationCheck,
@@ -55,7 +55,7 @@ from bindexp.vocab import WandbMode
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
-EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated", 143: "terminated"}
+EXIT_MEANINGS = {2: "bad input", 3: "out of memory", 4: "disk full", -9: "killed", -15: "terminated", 143: "terminated"}
 
 
 class LocalSweepSettings(BaseSettings):
@@ -130,9 +130,7 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(path)  # atomic: a kill never leaves half a state file
+    replace_text(path, json.dumps(state, indent=1))  # atomic: a kill never leaves half a state file
 
 
 def child_env(name: str, wandb_mode: str) -> dict[str, str]:
