@@ -36,7 +36,7 @@ from bindexp.models.loading import check_model_dir
 from bindexp.plots.training import plot_over_training
 from bindexp.runs.pairs import check_layers, checked_request
 from bindexp.runs.patching import headline_metric
-from bindexp.runs.settings import StrList
+from bindexp.runs.settings import TASK_OPTION_FIELDS, StrList
 from bindexp.runs.tracking import Tracker, input_digest
 from bindexp.tasks.registry import get_task
 from bindexp.vocab import PHASE_KEYS, STEP_KEY
@@ -175,7 +175,8 @@ def with_training_programs(settings: OverTrainingSettings, training: dict[str, A
 
 def checkpoint_patch_settings(settings: OverTrainingSettings, checkpoint: Checkpoint, runs_dir: Path) -> PatchSettings:
     """The patch run of one checkpoint: these patch settings on that model, W&B off, its folder in `runs_dir`."""
-    values = settings.model_dump(exclude={"checkpoints", "steps", "metric"})
+    values = settings.model_dump(exclude={"checkpoints", "steps", "metric"}
+                                 | {name for name in TASK_OPTION_FIELDS if name not in settings.model_fields_set})
     values.update(model=str(checkpoint.path), wandb_mode="disabled", output_dir=str(runs_dir),
                   run_name=step_name(checkpoint.step), tags=[], group=None, sweep=None)
     return PatchSettings(**values)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bindexp.errors import ModelError, TaskError
+from bindexp.interventions.engine.plan import pair_prompts
 from bindexp.interventions.engine.selection import select_pairs
 from bindexp.models.loading import LoadedModel, check_model_name
 from bindexp.runs.settings import PairSettings, ProgramGroup
@@ -107,6 +108,13 @@ def with_file_prompt_settings(settings: S) -> S:
     used = ", ".join(f"{name}={value!r}" for name, value in wanted.items())
     print(f"prompt settings from {source}: {used}", file=sys.stderr)
     return settings.model_copy(update=updates)
+
+
+def check_pair_lengths(lm: LoadedModel, settings: PairSettings, shots: list[Program], n: int = 8) -> None:
+    """The first `n` candidate pairs' prompts against the model's position limit, before any forward or
+    W&B run (every prompt is checked again before its own forward)."""
+    prompts = [text for pair in candidate_pairs(settings, n, shots) for text in pair_prompts(pair, shots, settings.template)]
+    lm.check_lengths(len(ids) for ids in lm.tokenizer(prompts)["input_ids"])
 
 
 def check_layers(settings: Any, n_layers: int) -> None:

@@ -132,6 +132,9 @@ class RunSettings(RunGroup, WandbGroup, ModelGroup):
     """What a run of a loaded model shares: the model, the seed, and where results go."""
 
 
+TASK_OPTION_FIELDS = frozenset({"hops", "distractor_chains", "max_distractor_depth", "rebinding", "spacing"})
+
+
 class ProgramGroup(Settings):
     """How programs and prompts are drawn."""
 
@@ -153,6 +156,18 @@ class ProgramGroup(Settings):
         spec = get_task(self.task)
         return {name: getattr(self, name) for name in spec.option_names()
                 if name not in spec.axes and name in type(self).model_fields}
+
+    @model_validator(mode="after")
+    def _no_option_the_task_ignores(self) -> ProgramGroup:
+        """A task option given explicitly (--hops, --rebinding, --spacing ...) that the task does not
+        take would be recorded and ignored: refused instead."""
+        spec = get_task(self.task)
+        unused = sorted(name for name in TASK_OPTION_FIELDS & self.model_fields_set
+                        if name not in spec.option_names() and name not in spec.axes)
+        if unused:
+            raise ValueError(f"task {self.task!r} does not use {', '.join(unused)} (it takes "
+                             f"{', '.join(spec.option_names()) or 'no options'}): leave {unused[0]} out")
+        return self
 
 
 class ConditionsGroup(ProgramGroup):
