@@ -63,6 +63,9 @@ AGGREGATE_FILE = "aggregate.csv"  # the mean over seeds (and aggregate.md, the s
 AGGREGATE_MD_FILE = "aggregate.md"
 PATCH_DIR = "patch"  # averaged grids, patch/<key>/grid.safetensors + grid.json + heatmap.png
 PATCH_CELLS_FILE = "patch_cells.csv"  # every averaged grid's cells
+TRAIN_RUNS_FILE = "train_runs.csv"  # one row per training run: settings, steps, phases, final metrics
+TRAIN_AGGREGATE_FILE = "train_aggregate.csv"  # training runs' final metrics and phases over seeds
+TRAINING_COMPARE_PLOT_FILE = "training_by_hops.png"  # validation accuracy by hops over training, mean and band
 SCALARS_FILE = "analysis_scalars.csv"  # every numeric summary value of the analysis runs
 ANALYSIS_AGGREGATE_FILE = "analysis_aggregate.csv"  # their mean over seeds
 POINTER_ENV = "BINDEXP_RUN_POINTER"
@@ -171,19 +174,36 @@ class RunFolder:
 
     def add_to_config(self, values: dict[str, Any]) -> None:
         """Merge `values` into config.json's `extra` (what the run learns after it starts)."""
-        config = self.read_json(CONFIG_FILE)
+        config = self._config()
         if config is not None:
             config["extra"] = {**config.get("extra", {}), **values}
             self.write_json(CONFIG_FILE, config)
 
+    def config_problem(self) -> str | None:
+        """Why config.json cannot be read as a run's config (None: it can, or there is none)."""
+        if not self.config.is_file():
+            return None
+        config = self.read_json(CONFIG_FILE)
+        if config is None:
+            return f"{CONFIG_FILE}: not valid JSON (truncated?)"
+        if not isinstance(config, dict):
+            return f"{CONFIG_FILE}: not a run's config (a JSON object with job_type, settings, extra)"
+        for key, kind in (("job_type", str), ("settings", dict), ("extra", dict)):
+            if key in config and not isinstance(config[key], kind):
+                return f"{CONFIG_FILE}: {key} is not a {'string' if kind is str else 'JSON object'}"
+        return None
+
+    def _config(self) -> dict[str, Any] | None:
+        return None if self.config_problem() is not None else self.read_json(CONFIG_FILE)
+
     @property
     def job_type(self) -> str | None:
-        """The job that wrote this folder, from config.json (None without one)."""
-        return (self.read_json(CONFIG_FILE) or {}).get("job_type")
+        """The job that wrote this folder, from config.json (None without a readable one)."""
+        return (self._config() or {}).get("job_type")
 
     def settings(self) -> dict[str, Any] | None:
-        """The run's settings and extras as one dict (W&B's config shape), None without config.json."""
-        config = self.read_json(CONFIG_FILE)
+        """The run's settings and extras as one dict (W&B's config shape), None without a readable config.json."""
+        config = self._config()
         return None if config is None else {**config.get("settings", {}), **config.get("extra", {})}
 
 
