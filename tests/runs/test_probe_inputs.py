@@ -93,6 +93,11 @@ def _truncated(tmp: Path) -> None:
     _write(tmp, [], text[:-30])
 
 
+def _spacing_mismatch(tmp: Path) -> None:
+    """Spaced programs (`a = 3`) in lines that say they are compact (`a=3`)."""
+    _write(tmp, [{**line, "options": {**line["options"], "spacing": "compact"}} for line in _lines()])
+
+
 PROBES = [
     # issue 9 item 1: program text from a file never runs unchecked
     Probe("escape through __subclasses__ (query_chain runs the lines)", [*PATCH, FILE, "--counterfactual=query_chain"],
@@ -126,6 +131,34 @@ PROBES = [
           "seq_len=1, hops=1"),
     Probe("systematic_only at seq_len=4 hops=3", [*EVAL, "--systematic_only=True", "--seq_len=4", "--hops=3"], None,
           "seq_len=4, hops=3"),
+    # issue 22: a setting a job does not use is refused, not recorded and ignored
+    Probe("eval --task=loop --hops=[3]", [*EVAL, "--task=loop", "--hops=[3]"], None, "task 'loop' does not use hops"),
+    Probe("eval --task=counter --rebinding=True", [*EVAL, "--task=counter", "--rebinding=True"], None,
+          "task 'counter' does not use rebinding"),
+    Probe("patch --task=counter --hops=2", ["patch.py", *COMMON, "--task=counter", "--counterfactual=item_value",
+                                            "--hops=2", "--num_programs=2"], None, "task 'counter' does not use hops"),
+    Probe("lens --positions=all", ["lens.py", *COMMON, "--positions=all"], None, "unrecognized arguments: --positions"),
+    Probe("attention --positions=all", ["attention.py", *COMMON, "--positions=all"], None,
+          "unrecognized arguments: --positions"),
+    Probe("subspace --positions=all", ["subspace.py", *COMMON, "--positions=all"], None,
+          "unrecognized arguments: --positions"),
+    Probe("lens --method=knockout", ["lens.py", *COMMON, "--method=knockout"], None, "unrecognized arguments: --method"),
+    Probe("locate a control kind", ["locate.py", *COMMON, "--seq_len=5", "--hops=2", "--num_programs=2",
+                                    "--only_correct=False", "--counterfactuals=[distractor_value]"], None,
+          "counterfactual 'distractor_value' is a control"),
+    Probe("a file's spacing against its programs", [*PATCH, FILE], _spacing_mismatch,
+          "programs.jsonl:1: options spacing is 'compact' but program line 1 is"),
+    # issue 22: run names are names, never paths
+    Probe("eval --run_name=../../x", [*EVAL, "--run_name=../../x"], None, "is not a plain name"),
+    Probe("patch --run_name=<absolute>", [*PATCH, "--run_name={tmp}/x"], None, "is not a plain name"),
+    # issue 22: bench scripts on bad input
+    Probe("bench_eval --seq_len=0", ["bench_eval.py", "--model=tiny-random-llama", "--seq_len=0"], None,
+          "argument --seq_len: must be at least 1"),
+    Probe("bench_patch an unknown model", ["bench_patch.py", "--model=/nonexistent"], None, "unknown model"),
+    Probe("bench_eval --hops=9", ["bench_eval.py", "--model=tiny-random-llama", "--hops=9", "--num_programs=2"], None,
+          "hops must be between 1 and 4"),
+    Probe("bench_analyses --layer=99", ["bench_analyses.py", "--model=tiny-random-llama", "--layer=99", "--programs=2",
+                                        "--seq_len=5", "--shots=0", "--das_steps=1"], None, "--layer=99"),
 ]
 
 
