@@ -6,9 +6,10 @@ results go through (`bindexp.io.streams`' `open`), so the failure is the one a r
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,10 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/<name>.py as a module (its `main(argv)`)."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "scripts" / f"{name}.py")))
 
 
 class _FillingDisk:

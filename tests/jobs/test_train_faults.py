@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -143,13 +144,9 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
         return loss
 
     monkeypatch.setattr(trainer_module, "train_step", poisoned_step)
-    from importlib import util
-
-    spec = util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
-    script = util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    code = script.main([*TINY, "--steps=12", "--checkpoint_every=2", "--eval_every=2", "--log_every=2",
-                        f"--checkpoint_dir={tmp_path / 'ck'}", f"--output_dir={tmp_path / 'out'}", "--run_name=div"])
+    main = runpy.run_path(str(ROOT / "scripts" / "train.py"))["main"]
+    code = main([*TINY, "--steps=12", "--checkpoint_every=2", "--eval_every=2", "--log_every=2",
+                 f"--checkpoint_dir={tmp_path / 'ck'}", f"--output_dir={tmp_path / 'out'}", "--run_name=div"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err

@@ -8,12 +8,13 @@ values are computed here from each run's own files."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import runpy
 import shutil
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -27,10 +28,8 @@ Z = 1.959963984540054
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/<name>.py as a module (its `main(argv)`)."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "scripts" / f"{name}.py")))
 
 
 def _compare(capsys, *args) -> tuple[int, str]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -193,15 +193,15 @@ def _argv(probe: Probe, tmp: Path) -> tuple[str, list[str]]:
     return str(ROOT / "scripts" / script), args
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, tuple[Path, set[str], dict]]:
-    """Every probe's folder, the names in it before the run, and the run's rc, stdout and stderr."""
+def run_probes(probes, tmp_path_factory, snapshot: Callable[[Path], Any]) -> dict[str, tuple[Path, Any, dict]]:
+    """Every probe's folder (its setup done), `snapshot(folder)` taken before the run, and the run's
+    rc, stdout and stderr, all rows run in one interpreter (`_BATCH`)."""
     rows, folders = [], {}
-    for probe in PROBES:
+    for probe in probes:
         tmp = tmp_path_factory.mktemp("probe")
         if probe.setup is not None:
             probe.setup(tmp)
-        folders[probe.name] = (tmp, {p.name for p in tmp.iterdir()})
+        folders[probe.name] = (tmp, snapshot(tmp))
         script, args = _argv(probe, tmp)
         rows.append({"script": script, "argv": args, "cwd": str(tmp)})
     done = subprocess.run([sys.executable, "-c", _BATCH], input=json.dumps(rows), capture_output=True, text=True,
@@ -209,14 +209,25 @@ def outcomes(tmp_path_factory) -> dict[str, tuple[Path, set[str], dict]]:
     found = [x for x in done.stdout.splitlines() if x.startswith("PROBE-RESULTS ")]
     assert len(found) == 1, done.stderr
     results = json.loads(found[0].removeprefix("PROBE-RESULTS "))
-    return {probe.name: (*folders[probe.name], result) for probe, result in zip(PROBES, results)}
+    return {probe.name: (*folders[probe.name], result) for probe, result in zip(probes, results)}
 
 
-def _check(probe: Probe, tmp: Path, before: set[str], rc: int, stderr: str) -> None:
+def assert_one_error_line(rc: int, stderr: str, says: str) -> None:
+    """A refusal's shape: a non-zero exit, no traceback, exactly one `error:` line, saying `says`."""
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert rc != 0, stderr
     assert "Traceback" not in stderr, stderr
-    assert len(errors) == 1 and probe.says in errors[0], stderr
+    assert len(errors) == 1 and says in errors[0], stderr
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, tuple[Path, set[str], dict]]:
+    """Every probe's folder, the names in it before the run, and the run's rc, stdout and stderr."""
+    return run_probes(PROBES, tmp_path_factory, lambda tmp: {p.name for p in tmp.iterdir()})
+
+
+def _check(probe: Probe, tmp: Path, before: set[str], rc: int, stderr: str) -> None:
+    assert_one_error_line(rc, stderr, probe.says)
     assert {p.name for p in tmp.iterdir()} == before, "the run wrote something"
     assert not (tmp / MARKER).exists()
 

@@ -57,22 +57,16 @@ def _yaml(tmp: Path, text: str) -> None:
     (tmp / "sweep.yaml").write_text(textwrap.dedent(text))
 
 
-def _foreign_command(tmp: Path) -> None:
-    _yaml(tmp, f"""
-        name: probe
-        method: grid
-        command: ["/bin/sh", "-c", "touch {tmp / 'ran'}", "${{args}}"]
-        parameters: {{seed: {{values: [0, 1]}}}}
-    """)
-
-
-def _python_c(tmp: Path) -> None:
-    _yaml(tmp, f"""
-        name: probe
-        method: grid
-        command: [".venv/bin/python", "-c", "open('{tmp / 'ran'}', 'w')", "${{args}}"]
-        parameters: {{seed: {{values: [0, 1]}}}}
-    """)
+def _command(command: str) -> Callable[[Path], None]:
+    """A sweep whose command (a YAML list; `{tmp}` filled in) writes the file `ran` if it runs."""
+    def setup(tmp: Path) -> None:
+        _yaml(tmp, f"""
+            name: probe
+            method: grid
+            command: {command.replace("{tmp}", str(tmp))}
+            parameters: {{seed: {{values: [0, 1]}}}}
+        """)
+    return setup
 
 
 def _absolute_program(tmp: Path) -> None:
@@ -129,10 +123,12 @@ PROBES = [
           lambda tmp: _sweep(tmp, "[0, -3]"), "1 bad parameter value(s); nothing was run"),
     # issue 22: what a sweep YAML may run; grids too large; damaged state; run names that are paths
     Probe("sweep_local a command that is not a bindexp script", ["sweep_local.py", "{tmp}/sweep.yaml",
-                                                                 "--output_dir={tmp}/o"], _foreign_command,
+                                                                 "--output_dir={tmp}/o"],
+          _command('["/bin/sh", "-c", "touch {tmp}/ran", "${args}"]'),
           "the command does not run a bindexp script: it runs '/bin/sh', not a Python interpreter"),
     Probe("sweep_local python -c", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o", "--dry_run=True"],
-          _python_c, "'-c' is not a bindexp script"),
+          _command('[".venv/bin/python", "-c", "open(\'{tmp}/ran\', \'w\')", "${args}"]'),
+          "'-c' is not a bindexp script"),
     Probe("sweep_local an absolute program is checked too", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o"],
           _absolute_program, "1 bad parameter value(s); nothing was run"),
     Probe("sweep_local a 100,000-configuration grid", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o",

@@ -1,12 +1,15 @@
-"""Bad input to scripts/train.py (issue 22): hostile checkpoint indexes, damaged checkpoint files
-on --resume, folders it cannot write, run names that are paths, optimiser settings out of range.
+"""Bad input files (issue 22) through the real command lines: for scripts/train.py hostile checkpoint
+indexes, damaged checkpoint files on --resume, folders it cannot write, run names that are paths,
+optimiser settings out of range; for the runs that load a model, prompts longer than a trained
+checkpoint's positions (GPT-2's n_positions, Llama's max_position_embeddings), a checkpoint whose
+config disagrees with its weights, a junk .gguf, a chat template that tries to leave jinja's sandbox.
 
 Same shape as tests/runs/test_probe_inputs.py, whose one-interpreter batch runs the rows: each row
 expects a non-zero exit, exactly one `error:` line naming what is wrong, no traceback, and its
 folder exactly as it was (every file's bytes; the lock file inside a checkpoint folder may be
-re-taken), so nothing outside the folders a run owns is written or deleted, and nothing already
-written is lost. `{tmp}` is the row's folder; `{ck}` a copy of a finished tiny training run's
-checkpoint folder there (4 steps, checkpoints at 2 and 4).
+re-taken), so nothing outside the folders a run owns is written or deleted, nothing already
+written is lost, and no payload runs. `{tmp}` is the row's folder; `{ck}` a copy of a finished
+tiny training run's checkpoint folder there (4 steps, checkpoints at 2 and 4).
 """
 
 from __future__ import annotations
@@ -14,14 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from test_probe_inputs import _BATCH
+from test_probe_inputs import assert_one_error_line, run_probes
 
 from bindexp.io.locks import LOCK_FILE
 
@@ -33,6 +34,11 @@ TINY = ["--n_layers=1", "--d_model=16", "--n_heads=2", "--d_ff=32", "--seq_len=3
         "--steps=4", "--checkpoint_every=2"]
 TRAIN = ["train.py", *TINY, "--output_dir={tmp}/out"]
 RESUME = [*TRAIN, "--checkpoint_dir={tmp}/ck", "--resume=True"]
+MODEL = ["--model={tmp}/model", "--wandb_mode=disabled", "--output_dir={tmp}/out", "--progress=False"]
+PAIRS = [*MODEL, "--seq_len=12", "--hops=1", "--num_programs=2", "--shots=0", "--only_correct=False",
+         "--spacing=compact"]
+EVAL = ["eval.py", *MODEL, "--seq_len=[12]", "--num_programs=2", "--spacing=compact"]
+MARKER = "escaped"
 
 
 class Probe(NamedTuple):
@@ -150,6 +156,68 @@ PROBES = [
 ]
 
 
+_TRAINED: dict[str, Path] = {}
+
+
+def _trained(family: str) -> Callable[[Path], None]:
+    """A tiny checkpoint of `family` trained on 3-line programs with 32 positions, copied to tmp/model."""
+    def setup(tmp: Path) -> None:
+        if family not in _TRAINED:
+            from bindexp.jobs.train import TrainSettings, run_train
+            from bindexp.runs.settings import parse_settings
+
+            made = tmp.parent / f"trained-{family}"
+            outcome = run_train(parse_settings(TrainSettings, [
+                f"--model={family}", "--max_positions=32", "--n_layers=1", "--d_model=16", "--n_heads=2", "--d_ff=32",
+                "--seq_len=3", "--hops=[1]", "--spacing=compact", "--n_eval=8", "--batch_size=4", "--steps=2",
+                "--warmup_steps=1", "--progress=False", "--wandb_mode=disabled", "--threads=1",
+                f"--output_dir={made}", f"--checkpoint_dir={made / 'ck'}"]))
+            _TRAINED[family] = outcome.checkpoint
+        shutil.copytree(_TRAINED[family], tmp / "model")
+    return setup
+
+
+def _resized_config(tmp: Path) -> None:
+    _trained("gpt2")(tmp)
+    config = json.loads((tmp / "model" / "config.json").read_text())
+    (tmp / "model" / "config.json").write_text(json.dumps({**config, "n_embd": 32}))
+
+
+def _junk_gguf(tmp: Path) -> None:
+    (tmp / "model.gguf").write_bytes(b"this is not a GGUF file\n" * 10)
+
+
+def _escaping_template(tmp: Path) -> None:
+    from bindexp.models.tiny import tiny_random_model
+
+    model, tokenizer = tiny_random_model("llama", 0)
+    tokenizer.chat_template = ("{{ ''.__class__.__mro__[1].__subclasses__()[0].__init__.__globals__['os']"
+                               f".system('touch {MARKER}') }}}}{{{{ messages[0]['content'] }}}}")
+    model.save_pretrained(tmp / "model")
+    tokenizer.save_pretrained(tmp / "model")
+
+
+LIMIT_GPT2 = "exceeds the 32 positions of"
+MODEL_PROBES = [
+    Probe("eval: prompts past a GPT-2 checkpoint's positions", EVAL, _trained("gpt2"), "(n_positions=32)"),
+    Probe("patch: prompts past a GPT-2 checkpoint's positions", ["patch.py", *PAIRS], _trained("gpt2"), LIMIT_GPT2),
+    Probe("lens: prompts past a GPT-2 checkpoint's positions", ["lens.py", *PAIRS], _trained("gpt2"), LIMIT_GPT2),
+    Probe("attention: prompts past a GPT-2 checkpoint's positions", ["attention.py", *PAIRS], _trained("gpt2"),
+          LIMIT_GPT2),
+    Probe("locate: prompts past a GPT-2 checkpoint's positions", ["locate.py", *PAIRS], _trained("gpt2"), LIMIT_GPT2),
+    Probe("eval: prompts past a Llama checkpoint's positions", EVAL, _trained("llama"), "(max_position_embeddings=32)"),
+    Probe("eval: a config that disagrees with the weights", EVAL, _resized_config,
+          "config.json and model.safetensors disagree"),
+    Probe("patch: a config that disagrees with the weights", ["patch.py", *PAIRS], _resized_config,
+          "config.json and model.safetensors disagree"),
+    Probe("eval: a junk .gguf", [*EVAL, "--model={tmp}/model.gguf"], _junk_gguf, "is not a GGUF file"),
+    Probe("lens: a junk .gguf", ["lens.py", *PAIRS, "--model={tmp}/model.gguf"], _junk_gguf, "is not a GGUF file"),
+    Probe("eval: a chat template that leaves its sandbox", ["eval.py", *MODEL, "--chat=True", "--num_programs=2",
+                                                            "--seq_len=[4]"], _escaping_template,
+          "the tokenizer's chat template failed (SecurityError"),
+]
+
+
 def _tree(folder: Path) -> dict[str, str]:
     """Every file's sha256 by path (the lock file: present, its content aside)."""
     return {str(p.relative_to(folder)): ("lock" if p.name == LOCK_FILE else hashlib.sha256(p.read_bytes()).hexdigest())
@@ -157,29 +225,13 @@ def _tree(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, tuple[Path, dict[str, str], dict]]:
-    rows, folders = [], {}
-    for probe in PROBES:
-        tmp = tmp_path_factory.mktemp("probe")
-        if probe.setup is not None:
-            probe.setup(tmp)
-        folders[probe.name] = (tmp, _tree(tmp))
-        script, *args = [arg.replace("{tmp}", str(tmp)) for arg in probe.argv]
-        rows.append({"script": str(ROOT / "scripts" / script), "argv": args, "cwd": str(tmp)})
-    done = subprocess.run([sys.executable, "-c", _BATCH], input=json.dumps(rows), capture_output=True, text=True,
-                          timeout=600)
-    found = [x for x in done.stdout.splitlines() if x.startswith("PROBE-RESULTS ")]
-    assert len(found) == 1, done.stderr
-    results = json.loads(found[0].removeprefix("PROBE-RESULTS "))
-    return {probe.name: (*folders[probe.name], result) for probe, result in zip(PROBES, results)}
+def outcomes(tmp_path_factory) -> dict[str, tuple[Path, dict, dict]]:
+    return run_probes(PROBES + MODEL_PROBES, tmp_path_factory, _tree)
 
 
-@pytest.mark.parametrize("probe", PROBES, ids=[p.name for p in PROBES])
-def test_bad_training_input_is_one_error_line_and_changes_nothing(probe, outcomes):
+@pytest.mark.parametrize("probe", PROBES + MODEL_PROBES, ids=[p.name for p in PROBES + MODEL_PROBES])
+def test_a_bad_input_file_is_one_error_line_and_changes_nothing(probe, outcomes):
     tmp, before, result = outcomes[probe.name]
-    errors = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
-    assert result["rc"] != 0, result["stderr"]
-    assert "Traceback" not in result["stderr"], result["stderr"]
-    assert len(errors) == 1 and probe.says in errors[0], result["stderr"]
+    assert_one_error_line(result["rc"], result["stderr"], probe.says)
     assert _tree(tmp) == before, "the run wrote or deleted something"
-    assert not (tmp.parent / "x").exists()
+    assert not (tmp.parent / "x").exists() and not (tmp / MARKER).exists()
