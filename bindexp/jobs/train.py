@@ -13,6 +13,11 @@ every `checkpoint_every` steps and at the end, locally and as W&B artifacts of t
 (aliases latest, best, step-N). `--resume=True` continues from the latest checkpoint in
 `--checkpoint_dir` with the same data order; on CPU the result is bit-identical to a run that
 was never interrupted.
+
+One writer per checkpoint folder (`claim_checkpoints`: a lock naming the holder; a fresh run into
+another run's checkpoints only with `--overwrite_checkpoints=True`); every file a resume reads is
+checked first; a non-finite loss or weight stops the run with one line (`TrainingDiverged`), the
+last good checkpoint kept.
 """
 
 from __future__ import annotations

@@ -104,7 +104,9 @@ class Tracker:
     tree); `destination` says where the run goes, by default the destination fields of a
     `WandbGroup`. The run is named and tagged from its settings (`bindexp.runs.naming`) unless
     `run_name` is given (`name_defaults`: values the name and tags take for settings the job does not
-    have); a programs file or a local model it reads is declared as an input."""
+    have); a programs file or a local model it reads is declared as an input. A local run folder
+    (W&B off or failing) is held for the run (`claim_run_folder`): refused while another process
+    writes there or when it holds a run already, unless this run `continues` one of its job type."""
 
     def __init__(self, settings: BaseModel, job_type: str, config: dict[str, Any] | None = None,
                  destination: Destination | None = None, name_defaults: dict[str, Any] | None = None,
