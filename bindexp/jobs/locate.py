@@ -87,6 +87,9 @@ def locate_kinds(settings: LocateSettings, model: CausalModel) -> list[str]:
             if kind not in declared or kind not in model.interventions:
                 raise InputError(f"counterfactual {kind!r} is not one the {settings.task} causal model maps to a "
                                  f"variable; it maps {', '.join(model.interventions)}")
+            if model.interventions[kind] == CONTROL:
+                raise InputError(f"counterfactual {kind!r} is a control (the answer must not change), so it has "
+                                 "no IIA to locate; scripts/patch.py reports its flip rate")
         return list(settings.counterfactuals)
     kinds = []
     for kind, variable in model.interventions.items():

@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bindexp.io.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce
+from bindexp.errors import InputError
+from bindexp.io.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce, check_writable_dir
+from bindexp.io.locks import FolderLock
 from bindexp.runs.naming import PROVENANCE_KEY, artifact_name, provenance, run_identity, slug
 from bindexp.runs.settings import WandbGroup
 
@@ -102,10 +104,13 @@ class Tracker:
     tree); `destination` says where the run goes, by default the destination fields of a
     `WandbGroup`. The run is named and tagged from its settings (`bindexp.runs.naming`) unless
     `run_name` is given (`name_defaults`: values the name and tags take for settings the job does not
-    have); a programs file or a local model it reads is declared as an input."""
+    have); a programs file or a local model it reads is declared as an input. A local run folder
+    (W&B off or failing) is held for the run (`claim_run_folder`): refused while another process
+    writes there or when it holds a run already, unless this run `continues` one of its job type."""
 
     def __init__(self, settings: BaseModel, job_type: str, config: dict[str, Any] | None = None,
-                 destination: Destination | None = None, name_defaults: dict[str, Any] | None = None):
+                 destination: Destination | None = None, name_defaults: dict[str, Any] | None = None,
+                 continues: bool = False):
         if destination is None:
             if not isinstance(settings, WandbGroup):
                 raise TypeError(f"{type(settings).__name__} has no W&B settings (WandbGroup): pass destination=")
@@ -122,12 +127,14 @@ class Tracker:
         self.extra = dict(extra)
         if self.mode != "disabled":
             self.run = self._call(lambda: self._init(destination, {**dumped, **extra}))
+        self._lock: FolderLock | None = None
         if self.run is not None:
-            self.out_dir = Path(self.run.dir)
+            self.out_dir = Path(self.run.dir)  # W&B's own folder, new for every run
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             name = destination.run_name or f"{job_type}-{stamp}-{secrets.token_hex(3)}"
             self.out_dir = Path(destination.output_dir) / name
+            self._lock = claim_run_folder(self.out_dir, job_type, self.name, continues)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.folder = RunFolder(self.out_dir)
         self.folder.write_config(job_type, dumped, extra)
@@ -337,6 +344,8 @@ class Tracker:
         return path
 
     def finish(self, exit_code: int = 0) -> None:
+        if self._lock is not None:
+            self._lock.release()
         if self.run is None:
             print(f"results: {self.out_dir}")
             return
@@ -353,5 +362,35 @@ class Tracker:
         if exc is not None:  # the reason goes into the run, so a sweep's failed runs explain themselves
             reason = f"{exc_type.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             self.set_summary({"error": reason})
-            self.folder.write_json(ERROR_FILE, {"error": reason})
+            try:
+                self.folder.write_json(ERROR_FILE, {"error": reason})
+            except OSError:  # a full disk: the exception on its way out says what happened
+                pass
         self.finish(exit_code=0 if exc_type is None else 1)
+
+
+def claim_run_folder(folder: Path, job_type: str, name: str, continues: bool = False) -> FolderLock:
+    """Lock a local run folder for this run: refused (one line) while another process writes there,
+    and when it holds a finished run already, unless this run `continues` one of the same job type
+    (a resumed training)."""
+    lock = FolderLock.acquire(folder, "run folder", f"{job_type} run {name!r}")
+    existing = RunFolder(folder)
+    if existing.is_run() and not (continues and existing.job_type == job_type):
+        lock.release()
+        raise _taken(existing)
+    return lock
+
+
+def _taken(folder: RunFolder) -> InputError:
+    return InputError(f"run folder {folder.path} already holds a run (job {folder.job_type or 'unknown'}); "
+                      "choose another --run_name or --output_dir")
+
+
+def check_run_folder(settings: WandbGroup, continues: str | None = None) -> None:
+    """Before any model loads: `output_dir` is writable and, with W&B off and a `run_name` given,
+    its folder there holds no run yet (or one of the job type `continues`, e.g. a resumed training)."""
+    check_writable_dir(settings.output_dir)
+    if settings.run_name and settings.wandb_mode == "disabled":
+        folder = RunFolder(Path(settings.output_dir) / settings.run_name)
+        if folder.is_run() and not (continues is not None and folder.job_type == continues):
+            raise _taken(folder)
