@@ -5,7 +5,12 @@
   `RunningMoments` for values that stream in (Welford / Chan updates: stable when the mean is
   large and the spread tiny, where sums of squares cancel);
 - a proportion (accuracy, IIA: 0/1 outcomes): Wilson score interval (`wilson_interval`,
-  `wilson_bounds` elementwise).
+  `wilson_bounds` elementwise);
+- a decision against a threshold from an interval, never from a point estimate (`decide`,
+  `decisions` elementwise): CARRIES when the Wilson lower bound reaches the threshold, DOES_NOT
+  when the upper bound lies below it, UNDETERMINED otherwise (5/10 at 0.5 is undetermined);
+- a bounded quantity's t interval clipped to its range (`clip_to_range`, which says whether it
+  clipped); `display` rounds a number for printing (3 significant digits; files keep every digit).
 """
 
 from __future__ import annotations
@@ -212,3 +217,65 @@ def wilson_bounds(successes, n, z: float = Z95):
         high = np.clip(np.maximum(p, centre + half), None, 1.0)
     empty = n == 0
     return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
+
+
+# ---------------------------------------------------------------- decisions by intervals
+
+CARRIES, DOES_NOT, UNDETERMINED = "carries", "does not", "undetermined"
+DECISION_RULE = ("Wilson 95% interval against the threshold: 'carries' when its lower bound >= threshold, "
+                 "'does not' when its upper bound < threshold, else 'undetermined'")
+
+
+def decide(successes: int, n: int, threshold: float) -> str:
+    """CARRIES, DOES_NOT or UNDETERMINED for `successes` out of `n` against `threshold`, by the
+    95% Wilson interval (`DECISION_RULE`); UNDETERMINED when n == 0."""
+    if n == 0:
+        return UNDETERMINED
+    low, high = wilson_interval(successes, n)
+    if low >= threshold:
+        return CARRIES
+    return DOES_NOT if high < threshold else UNDETERMINED
+
+
+def decisions(low, high, threshold: float) -> np.ndarray:
+    """`decide` elementwise from arrays of Wilson bounds (NaN bounds: UNDETERMINED)."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    out = np.full(low.shape, UNDETERMINED, dtype=object)
+    with np.errstate(invalid="ignore"):
+        out[low >= threshold] = CARRIES
+        out[high < threshold] = DOES_NOT
+    return out
+
+
+# ---------------------------------------------------------------- bounded quantities and display
+
+
+def clip_to_range(low, high, bounds: tuple[float | None, float | None]):
+    """(low, high, clipped): interval bounds clipped to `bounds` ((min, max), None: unbounded);
+    `clipped` is True where either bound was moved (NaN bounds stay NaN)."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    floor, ceiling = bounds
+    with np.errstate(invalid="ignore"):
+        moved = np.zeros(low.shape, dtype=bool)
+        if floor is not None:
+            moved |= low < floor
+            low = np.where(low < floor, floor, low)
+        if ceiling is not None:
+            moved |= high > ceiling
+            high = np.where(high > ceiling, ceiling, high)
+    return low, high, moved
+
+
+def display(value, digits: int = 3):
+    """`value` rounded to `digits` significant digits for printing (0.049999999999999996 -> 0.05);
+    ints, None, NaN, text and the like come back as they are; lists and dicts are walked."""
+    if isinstance(value, dict):
+        return {key: display(item, digits) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(display(item, digits) for item in value)
+    if isinstance(value, (bool, int)) or not isinstance(value, (float, np.floating)):
+        return value
+    value = float(value)
+    if not math.isfinite(value) or value == 0.0:
+        return value
+    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))

@@ -19,7 +19,8 @@ def _run_and_print(settings: AttentionSettings) -> None:
     print(f"\nattention of {settings.model} over {summary['programs']} programs "
           f"(loaded with {summary['attn_implementation_loaded']} attention, read with eager):")
     columns = ["destination", "source", "rank", "layer", "head", "attention"] + [
-        c for c in ("head_patch_effect", "knockout_logit_drop", "knockout_accuracy") if c in outcome.routing]
+        c for c in ("head_patch_effect", "knockout_ld_drop", "knockout_logit_drop", "knockout_accuracy")
+        if c in outcome.routing]
     print(outcome.routing[outcome.routing["rank"] <= 3][columns].to_string(index=False, float_format="%.3f"))
 
 

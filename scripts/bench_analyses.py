@@ -26,6 +26,7 @@ import dataclasses
 
 import torch
 
+from bindexp.errors import ModelError
 from bindexp.interventions.engine.graph_forward import GraphParts
 from bindexp.interventions.engine.plan import plan_grid, shared_prefix_length, tokenize_pairs
 from bindexp.interventions.methods.das import DasSettings, das
@@ -34,7 +35,7 @@ from bindexp.interventions.methods.path_patching import path_patch, set_senders
 from bindexp.interventions.methods.subspace import site_pairs
 from bindexp.interventions.readouts.attention import role_attention
 from bindexp.interventions.readouts.lens import role_lens
-from bindexp.models.bench import load_bench_model, model_parser, timed
+from bindexp.models.bench import count, load_bench_model, model_parser, non_negative, run_bench, timed
 from bindexp.models.forward import SharedPrefix, batch_forward, batches, pad_id_of
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
@@ -42,13 +43,13 @@ from bindexp.tasks.counterfactuals import make_pairs
 
 def parse_args(argv):
     parser = model_parser(__doc__.splitlines()[0])
-    parser.add_argument("--programs", type=int, default=8)
+    parser.add_argument("--programs", type=count, default=8)
     parser.add_argument("--hops", type=int, default=2)
-    parser.add_argument("--seq_len", type=int, default=6)
-    parser.add_argument("--shots", type=int, default=3)
-    parser.add_argument("--das_steps", type=int, default=20)
-    parser.add_argument("--das_batch_size", type=int, default=8)
-    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--seq_len", type=count, default=6)
+    parser.add_argument("--shots", type=non_negative, default=3)
+    parser.add_argument("--das_steps", type=count, default=20)
+    parser.add_argument("--das_batch_size", type=count, default=8)
+    parser.add_argument("--k", type=count, default=16)
     parser.add_argument("--layer", type=int, default=None, help="DAS layer (default: the middle layer)")
     parser.add_argument("--parts", default="attention,lens,das,edges", help="what to measure, comma-separated")
     parser.add_argument("--ig_steps", type=int, default=5, help="EAP-IG steps")
@@ -106,7 +107,13 @@ def bench_edges(args, lm, pairs, shots, per_forward: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_bench(lambda: _bench(args))
+
+
+def _bench(args) -> int:
     lm = load_bench_model(args)
+    if args.layer is not None and not 0 <= args.layer < lm.n_layers:
+        raise ModelError(f"--layer={args.layer}: the model's layers are 0..{lm.n_layers - 1}")
     shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
     pairs = make_pairs("root_value", 2 * args.programs, args.seq_len, args.seed, hops=args.hops,
                        exclude={s.text for s in shots})

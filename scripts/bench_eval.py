@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from bindexp.models import score_candidates, score_generate
-from bindexp.models.bench import load_bench_model, model_parser, timed
+from bindexp.models.bench import count, load_bench_model, model_parser, non_negative, run_bench, timed
 from bindexp.models.scoring import candidate_token_ids
 from bindexp.tasks import build_prompt, make_programs
 from bindexp.vocab import DIGITS
@@ -21,13 +21,13 @@ from bindexp.vocab import DIGITS
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = model_parser(__doc__.splitlines()[0])
-    parser.add_argument("--num_programs", type=int, default=64)
-    parser.add_argument("--seq_len", type=int, default=16)
+    parser.add_argument("--num_programs", type=count, default=64)
+    parser.add_argument("--seq_len", type=count, default=16)
     parser.add_argument("--hops", type=int, default=2)
-    parser.add_argument("--shots", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_new_tokens", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method; the fastest counts")
+    parser.add_argument("--shots", type=non_negative, default=3)
+    parser.add_argument("--batch_size", type=count, default=16)
+    parser.add_argument("--max_new_tokens", type=count, default=3)
+    parser.add_argument("--repeats", type=count, default=1, help="timed runs per method; the fastest counts")
     return parser.parse_args(argv)
 
 
@@ -45,6 +45,10 @@ def bare_forward(lm, prompts: list[str], batch_size: int) -> list[torch.Tensor]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_bench(lambda: _bench(args))
+
+
+def _bench(args) -> int:
     lm = load_bench_model(args)
     shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
     programs = make_programs("binding", args.num_programs, args.seq_len, args.seed,

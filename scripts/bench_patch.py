@@ -15,20 +15,20 @@ import torch
 from bindexp.interventions.engine.plan import tokenize_pairs
 from bindexp.interventions.methods.atp import agreement, attribution_grid
 from bindexp.interventions.methods.exact import patch_grid
-from bindexp.models.bench import load_bench_model, model_parser, timed
+from bindexp.models.bench import count, load_bench_model, model_parser, non_negative, run_bench, timed
 from bindexp.tasks import make_programs
 from bindexp.tasks.counterfactuals import make_pairs
 
 
 def parse_args(argv):
     parser = model_parser(__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--pairs", type=count, default=2)
     parser.add_argument("--hops", type=int, default=1)
-    parser.add_argument("--seq_len", type=int, default=16)
-    parser.add_argument("--shots", type=int, default=3)
-    parser.add_argument("--layer_step", type=int, default=5, help="every k-th layer (the loops are slow)")
-    parser.add_argument("--cells_per_forward", type=int, default=32)
-    parser.add_argument("--top_k", type=int, default=10, help="k of AtP's precision/recall@k against the exact grid")
+    parser.add_argument("--seq_len", type=count, default=16)
+    parser.add_argument("--shots", type=non_negative, default=3)
+    parser.add_argument("--layer_step", type=count, default=5, help="every k-th layer (the loops are slow)")
+    parser.add_argument("--cells_per_forward", type=count, default=32)
+    parser.add_argument("--top_k", type=count, default=10, help="k of AtP's precision/recall@k against the exact grid")
     return parser.parse_args(argv)
 
 
@@ -93,6 +93,10 @@ def one_forward_per_cell(model, tokenized, cells, layers):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_bench(lambda: _bench(args))
+
+
+def _bench(args) -> int:
     lm = load_bench_model(args)
     shots = make_programs("binding", args.shots, args.seq_len, args.seed, stream="shots", hops=args.hops)
     pairs = make_pairs("root_value", args.pairs, args.seq_len, args.seed, hops=args.hops,

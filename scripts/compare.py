@@ -6,8 +6,9 @@
     python scripts/compare.py --group=smoke-cpu --log_wandb=True        # also a W&B run (job_type compare)
 
 Writes tidy.csv, aggregate.csv, aggregate.md, accuracy_by_model.png, accuracy_by_hops.png and,
-for patch runs, patch/*.safetensors|json|png and patch_cells.csv under --out; left_out.csv lists the runs
-not counted (failed, unreadable, duplicates) and why.
+for patch runs, patch/*.safetensors|json|png and patch_cells.csv, for training runs train_runs.csv,
+train_aggregate.csv and training_by_hops.png under --out; left_out.csv lists every run not counted
+(failed, unreadable, truncated, duplicates, a job type compare does not read) and why.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def _run_and_print(settings: CompareSettings) -> int:
     outcome: CompareOutcome = run_compare(settings)
     runs = outcome.tidy["run_id"].nunique() if not outcome.tidy.empty else 0
     left_out = f" (why: {outcome.out_dir / 'left_out.csv'})" if outcome.skipped else ""
-    print(f"{runs} eval runs, {len(outcome.grids)} averaged patch grids, "
+    print(f"{runs} eval runs, {len(outcome.grids)} averaged patch grids, {len(outcome.training)} training runs, "
           f"{len(outcome.skipped)} runs left out{left_out}")
     if not outcome.tidy.empty:
         print(markdown_table(outcome.aggregate, settings.by))

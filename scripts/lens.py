@@ -20,8 +20,9 @@ def _run_and_print(settings: LensSettings) -> None:
     for layer, share, low, high in zip(outcome.grid.labels["layer"], readable["top1_share_by_layer"],
                                        readable["top1_ci_low_by_layer"], readable["top1_ci_high_by_layer"]):
         print(f"{layer:>6}{share:>13.3f}     [{low:.3f}, {high:.3f}]")
-    print(f"answer readable (top-1 in > {readable['readable_threshold']:.0%} of programs from then on) from layer "
-          f"{readable['readable_layer']} (range {readable['readable_layer_low']}..{readable['readable_layer_high']})")
+    print(f"answer readable (the Wilson lower bound of its top-1 share >= {readable['readable_threshold']} from then on) "
+          f"from layer {readable['readable_layer']} (earliest the data allow: {readable['readable_layer_low']}; "
+          f"undetermined layers: {readable['undetermined_layers'] or 'none'})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from bindexp.jobs.locate import LocateSettings, run_locate
 from bindexp.runs.cli import run_cli
+from bindexp.stats import display
 
 
 def _run_and_print(settings: LocateSettings) -> None:
     outcome = run_locate(settings)
-    print(f"\nlocate on {settings.model} (site {settings.site}, IIA threshold {settings.iia_threshold}):")
+    print(f"\nlocate on {settings.model} (site {settings.site}; a cell carries a variable when the Wilson lower "
+          f"bound of its IIA reaches {settings.iia_threshold}):")
     columns = ["variable", "counterfactual", "pairs", "best_layer", "best_role", "iia", "iia_ci_low", "iia_ci_high",
-               "where"]
-    print(outcome.table[columns].to_string(index=False, float_format="%.3f"))
+               "where", "cells_undetermined"]
+    print(outcome.table[columns].map(display).to_string(index=False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""In which subspace is the value carried? DAS for each k and the PCA + L1 probe subspace at one
-(layer, role) site, held-out IIA with Wilson intervals; one W&B run (job_type `subspace`).
+"""In which subspace is the value carried? DAS for each k, boundless DAS and the PCA + L1 probe
+subspace at one (layer, role) site, beside their controls (difference-PCA, random subspaces, the
+whole residual): held-out IIA with Wilson intervals; one W&B run (job_type `subspace`).
 
     python scripts/subspace.py --model=smollm2-135m --hops=2 --seq_len=6 --shots=3 \
         --role=root_value --ks="[1, 4, 16, 64]" --n_train=64 --n_heldout=20 --steps=200
@@ -11,17 +12,22 @@ from __future__ import annotations
 
 from bindexp.jobs.subspace import SubspaceSettings, run_subspace
 from bindexp.runs.cli import run_cli
+from bindexp.stats import display
 
 
 def _run_and_print(settings: SubspaceSettings) -> None:
     outcome = run_subspace(settings)
-    summary = outcome.summary
-    print(f"\nsubspace interchange of {settings.model} at layer {outcome.layer}, {settings.role} "
-          f"({summary['n_train']} training, {summary['n_heldout']} held-out pairs):")
-    print(f"whole residual patched: IIA {summary['resid_patch_iia']:.3f} "
-          f"[{summary['resid_patch_iia_ci_low']:.3f}, {summary['resid_patch_iia_ci_high']:.3f}]")
-    print(outcome.frame[["method", "k", "iia", "iia_ci_low", "iia_ci_high"]].to_string(index=False,
-                                                                                        float_format="%.3f"))
+    summary, frame = outcome.summary, outcome.frame
+    print(f"\nsubspace interchange of {settings.model} at layer {outcome.layer}, {summary['role']} "
+          f"({summary['n_train']} training, {summary['n_heldout']} held-out pairs; IIA with 95% Wilson intervals; "
+          "shares of the held-out activations' variance and of |x_cf - x|^2):")
+    columns = ["method", "k", "iia", "iia_ci_low", "iia_ci_high", "n_heldout", "variance_share", "difference_share"]
+    print(frame[frame["method"] != "random"][columns].map(display).to_string(index=False))
+    for k, entry in summary["random"].items():
+        print(f"random {k}: mean IIA {display(entry['iia_mean'])} (min {display(entry['iia_min'])}, max "
+              f"{display(entry['iia_max'])}) over {entry['seeds']} seeds")
+    if summary.get("edited_token_note"):
+        print(f"note: {summary['edited_token_note']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,3 +128,46 @@ def test_iia_means_over_runs_get_t_intervals_not_wilson():
     half = 12.706 * statistics.stdev([0.5, 0.7]) / math.sqrt(2)
     assert grid.ci_high["iia"][0, 0] == pytest.approx(0.6 + half, abs=1e-3)
     assert grid.ci_low["iia"][0, 0] == pytest.approx(0.6 - half, abs=1e-3)
+
+
+# ---------------------------------------------------------------- decisions by intervals
+
+
+def test_the_interval_rule_decides_from_the_wilson_bounds():
+    from bindexp.stats import CARRIES, DOES_NOT, UNDETERMINED, decide
+
+    assert decide(5, 10, 0.5) == UNDETERMINED  # the point estimate sits on the threshold: one pair decides nothing
+    assert decide(20, 20, 0.5) == CARRIES  # Wilson [0.839, 1]
+    assert decide(0, 20, 0.5) == DOES_NOT  # Wilson [0, 0.161]
+    assert decide(4, 10, 0.5) == UNDETERMINED and decide(6, 10, 0.5) == UNDETERMINED  # 0.4 vs 0.6: one pair apart
+    assert decide(9, 10, 0.5) == CARRIES and decide(1, 10, 0.5) == DOES_NOT
+    assert decide(0, 0, 0.5) == UNDETERMINED
+
+
+def test_decisions_elementwise_match_decide():
+    from bindexp.stats import decide, decisions
+
+    cases = [(5, 10), (20, 20), (0, 20), (14, 20), (13, 20), (0, 0)]
+    bounds = [wilson_bounds(s, n) for s, n in cases]
+    low, high = np.array([b[0] for b in bounds], dtype=float), np.array([b[1] for b in bounds], dtype=float)
+    assert list(decisions(low, high, 0.5)) == [decide(s, n, 0.5) for s, n in cases]
+
+
+def test_clip_to_range_flags_what_it_moved():
+    from bindexp.stats import clip_to_range
+
+    low, high, moved = clip_to_range([-7e-37, 0.2, np.nan, -448.0], [0.4, 1.3, np.nan, 12.0], (0.0, 1.0))
+    assert list(low[:2]) == [0.0, 0.2] and list(high[:2]) == [0.4, 1.0] and np.isnan(low[2])
+    assert list(moved) == [True, True, False, True]
+    low, high, moved = clip_to_range([-448.0], [900.0], (1.0, None))  # a rank: at least 1, no upper bound known
+    assert low[0] == 1.0 and high[0] == 900.0 and moved[0]
+
+
+def test_display_rounds_to_three_significant_digits():
+    from bindexp.stats import display
+
+    assert display(0.049999999999999996) == 0.05
+    assert display(972.4567) == 972.0 and display(0.00012345) == 0.000123
+    assert display({"iia": 1 / 3, "n": 20, "where": "root_value@0-9", "ci": [0.1234567, None]}) == {
+        "iia": 0.333, "n": 20, "where": "root_value@0-9", "ci": [0.123, None]}
+    assert display(True) is True and math.isnan(display(float("nan")))

@@ -49,6 +49,8 @@ LENS_CURVE_FILE = "lens_final.png"  # lens: the final token's curve over layers
 SUBSPACE_FILE = "subspace.csv"  # subspace: held-out IIA per method and k
 ROTATIONS_FILE = "das_rotations.safetensors"  # subspace: tensor "k<k>" per k (R[:k] spans the subspace)
 PROBE_BASIS_FILE = "probe_basis.safetensors"  # subspace: the PCA + probe basis
+SUBSPACES_FILE = "subspaces.safetensors"  # subspace: every learned subspace's rows + metadata (bindexp.io.subspaces)
+SUBSPACE_FIGURE_FILE = "subspace_iia.png"  # subspace: held-out IIA against k, learned subspaces beside their controls
 TRAIN_PAIRS_FILE = "train_pairs.jsonl"  # subspace
 HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"  # subspace
 LOCATE_FILE = "locate.csv"  # locate: variable -> where
@@ -64,6 +66,11 @@ CIRCUIT_FILE = "circuit.json"  # circuit: the graph (nodes, the circuit's edges 
 CIRCUIT_FIGURE_FILE = "circuit.png"  # circuit: the circuit over the model's layers
 FAITHFULNESS_FILE = "faithfulness.csv"  # circuit: circuit and complement, mean with interval and n
 MINIMALITY_FILE = "minimality.csv"  # circuit: per edge, the faithfulness lost without it
+HYPOTHESES_FILE = "hypotheses.json"  # hypotheses: every hypothesis's declaration (variables, sites, kinds)
+HYPOTHESES_CELLS_FILE = "hypotheses_cells.csv"  # hypotheses: IIA per kind x hypothesis x variable x cell
+VERDICTS_FILE = "verdicts.csv"  # hypotheses: per kind x cell, each hypothesis's decision and the verdict
+VERDICT_REGIONS_FILE = "verdict_regions.csv"  # hypotheses: the verdicts as layer ranges per (kind, role)
+VERDICTS_FIGURE_FILE = "verdicts.png"  # hypotheses: a layer x role verdict panel per kind
 # a comparison's folder (scripts/compare.py --out)
 LEFT_OUT_FILE = "left_out.csv"  # runs not counted and why
 TIDY_FILE = "tidy.csv"  # one row per eval run x hops x seq_len
@@ -71,6 +78,9 @@ AGGREGATE_FILE = "aggregate.csv"  # the mean over seeds (and aggregate.md, the s
 AGGREGATE_MD_FILE = "aggregate.md"
 PATCH_DIR = "patch"  # averaged grids, patch/<key>/grid.safetensors + grid.json + heatmap.png
 PATCH_CELLS_FILE = "patch_cells.csv"  # every averaged grid's cells
+TRAIN_RUNS_FILE = "train_runs.csv"  # one row per training run: settings, steps, phases, final metrics
+TRAIN_AGGREGATE_FILE = "train_aggregate.csv"  # training runs' final metrics and phases over seeds
+TRAINING_COMPARE_PLOT_FILE = "training_by_hops.png"  # validation accuracy by hops over training, mean and band
 SCALARS_FILE = "analysis_scalars.csv"  # every numeric summary value of the analysis runs
 ANALYSIS_AGGREGATE_FILE = "analysis_aggregate.csv"  # their mean over seeds
 POINTER_ENV = "BINDEXP_RUN_POINTER"
@@ -163,10 +173,8 @@ class RunFolder:
         return any(p.is_file() for p in (self.config, self.summary, self.grid_sidecar))
 
     def write_json(self, name: str, data: Any) -> Path:
-        """Write `data` as `<folder>/<name>`; returns the path."""
-        path = self.path / name
-        path.write_text(json.dumps(data, indent=2, default=str))
-        return path
+        """Write `data` as `<folder>/<name>` (replaced whole: a full disk leaves the old file); returns the path."""
+        return replace_text(self.path / name, json.dumps(data, indent=2, default=str))
 
     def read_json(self, name: str) -> Any:
         """The JSON in `<folder>/<name>`, or None when it is missing or unreadable."""
@@ -181,20 +189,51 @@ class RunFolder:
 
     def add_to_config(self, values: dict[str, Any]) -> None:
         """Merge `values` into config.json's `extra` (what the run learns after it starts)."""
-        config = self.read_json(CONFIG_FILE)
+        config = self._config()
         if config is not None:
             config["extra"] = {**config.get("extra", {}), **values}
             self.write_json(CONFIG_FILE, config)
 
+    def config_problem(self) -> str | None:
+        """Why config.json cannot be read as a run's config (None: it can, or there is none)."""
+        if not self.config.is_file():
+            return None
+        config = self.read_json(CONFIG_FILE)
+        if config is None:
+            return f"{CONFIG_FILE}: not valid JSON (truncated?)"
+        if not isinstance(config, dict):
+            return f"{CONFIG_FILE}: not a run's config (a JSON object with job_type, settings, extra)"
+        for key, kind in (("job_type", str), ("settings", dict), ("extra", dict)):
+            if key in config and not isinstance(config[key], kind):
+                return f"{CONFIG_FILE}: {key} is not a {'string' if kind is str else 'JSON object'}"
+        return None
+
+    def _config(self) -> dict[str, Any] | None:
+        return None if self.config_problem() is not None else self.read_json(CONFIG_FILE)
+
     @property
     def job_type(self) -> str | None:
-        """The job that wrote this folder, from config.json (None without one)."""
-        return (self.read_json(CONFIG_FILE) or {}).get("job_type")
+        """The job that wrote this folder, from config.json (None without a readable one)."""
+        return (self._config() or {}).get("job_type")
 
     def settings(self) -> dict[str, Any] | None:
-        """The run's settings and extras as one dict (W&B's config shape), None without config.json."""
-        config = self.read_json(CONFIG_FILE)
+        """The run's settings and extras as one dict (W&B's config shape), None without a readable config.json."""
+        config = self._config()
         return None if config is None else {**config.get("settings", {}), **config.get("extra", {})}
+
+
+def replace_text(path: Path, text: str) -> Path:
+    """Write `text` as `path` atomically: into a hidden staging file beside it, then renamed over it.
+    A kill or a full disk leaves the previous file as it was (and no staging file); returns the path."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        staging.write_text(text)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def announce(run_dir: Path, files_dir: Path) -> None:
@@ -224,9 +263,9 @@ def check_writable_dir(path: str | Path, what: str = "output_dir") -> None:
 
     folder = Path(path).absolute()
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise InputError(f"{what} {str(path)!r} is not a writable folder: {existing} is not a folder")
     try:
-        if existing is None or not existing.is_dir():
-            raise NotADirectoryError(20, "not a directory" if existing is not None else "no such folder")
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".bindexp-write-check-"):
             pass
     except OSError as err:

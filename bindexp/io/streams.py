@@ -11,8 +11,11 @@ from typing import Any
 
 def append_lines(path: Path, records: Iterable[dict[str, Any]], **dumps: Any) -> None:
     """Append each record as one line (`dumps`: json.dumps keywords, e.g. default=str)."""
-    with open(path, "a") as handle:
-        handle.writelines(json.dumps(record, **dumps) + "\n" for record in records)
+    try:
+        with open(path, "a") as handle:
+            handle.writelines(json.dumps(record, **dumps) + "\n" for record in records)
+    except OSError as err:  # name the file (a full disk): the lines written before stay
+        raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def write_lines(path: Path, records: Iterable[dict[str, Any]], **dumps: Any) -> Path:

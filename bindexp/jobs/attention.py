@@ -9,7 +9,9 @@ default). Per destination (final, query_var): mean attention per layer x head to
 chain), the top-k heads by mean attention, each confirmed two ways over the same pairs: patching
 that head's output at the destination with the counterfactual run's (exact method, `head` site:
 normalized effect and IIA), and knocking out that one head's attention edge from the destination
-to the source (the answer's logit drop with its 95% interval, and the accuracy left). Weights need
+to the source (the drop in LD = answer logit minus the best competing candidate's logit, with its
+95% interval; the answer's raw logit drop beside it; and the accuracy left, with its Wilson
+interval). Weights need
 eager attention; a model loaded with another implementation is switched to eager for these
 forwards only, and the summary says so.
 """
@@ -20,6 +22,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
@@ -33,7 +36,7 @@ from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.plots.analyses import head_panels
 from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis, sequences_and_roles
 from bindexp.runs.settings import PairSettings, StrList, none_list
-from bindexp.stats import sample_interval
+from bindexp.stats import sample_interval, wilson_bounds
 from bindexp.tasks.registry import get_task
 
 
@@ -69,7 +72,7 @@ class AttentionSettings(PairSettings):
 class AttentionOutcome:
     grids: dict[str, Grid]  # destination -> axes ("layer", "role", "head"), metric "attention"
     # destination, source, hop, rank, layer, head, attention (+ CI, n); head_patch_effect, head_patch_iia;
-    # knockout_logit_drop (+ knockout_ci_low, knockout_ci_high, knockout_n), knockout_accuracy
+    # knockout_ld_drop, knockout_logit_drop (each + _ci_low, _ci_high), knockout_accuracy (+ Wilson), knockout_n
     routing: pd.DataFrame
     summary: dict[str, Any]
     out_dir: Path
@@ -112,8 +115,9 @@ def confirm_by_head_patching(plan, routing: pd.DataFrame, settings: AttentionSet
 
 
 def confirm_by_knockout(plan, routing: pd.DataFrame, settings: AttentionSettings) -> pd.DataFrame:
-    """Each routing head's edge destination -> source blocked in that head alone: the answer's
-    logit drop (mean, 95% t interval over pairs) and the accuracy left among the candidates."""
+    """Each routing head's edge destination -> source blocked in that head alone: the drop in LD
+    (answer logit minus the best competing candidate's) and the answer's raw logit drop (means,
+    95% t intervals over pairs), and the accuracy left among the candidates (Wilson)."""
     edges = [(int(r.layer), int(r.head), r.destination, r.source) for r in routing.itertuples()]
     implementation = getattr(plan.lm.model.config, "_attn_implementation", None)
     if implementation in ("eager", "sdpa"):
@@ -121,10 +125,18 @@ def confirm_by_knockout(plan, routing: pd.DataFrame, settings: AttentionSettings
     else:  # flash attention takes no mask: knock out under eager, as the weights were read
         with eager_attention(plan.lm.model):
             values = head_edge_knockout(plan, edges, cells_per_forward=settings.batch_size)
-    drop, low, high, count = sample_interval(values["logit_drop"], axis=0)
-    accuracy = sample_interval(values["accuracy"], axis=0)[0]
-    return routing.assign(knockout_logit_drop=drop, knockout_ci_low=low, knockout_ci_high=high,
-                          knockout_accuracy=accuracy, knockout_n=count.astype(int))
+    columns: dict[str, Any] = {}
+    for metric in ("ld_drop", "logit_drop"):
+        mean, low, high, count = sample_interval(values[metric], axis=0)
+        columns.update({f"knockout_{metric}": mean, f"knockout_{metric}_ci_low": low,
+                        f"knockout_{metric}_ci_high": high})
+    kept = ~np.isnan(values["accuracy"])
+    successes, n = np.where(kept, values["accuracy"], 0).sum(axis=0), kept.sum(axis=0)
+    low, high = wilson_bounds(successes, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        columns.update({"knockout_accuracy": np.where(n > 0, successes / n, np.nan), "knockout_accuracy_ci_low": low,
+                        "knockout_accuracy_ci_high": high, "knockout_n": n.astype(int)})
+    return routing.assign(**columns)
 
 
 @dataclasses.dataclass
@@ -186,12 +198,13 @@ def run_attention(settings: AttentionSettings, cache: ModelCache = MODEL_CACHE) 
 
 
 def _routing_summary(routing: pd.DataFrame) -> dict[str, Any]:
-    """destination -> source -> the top head ("layer.head"), its attention, head-patch effect and
-    knockout logit drop (those that were measured)."""
+    """destination -> source -> the top head ("layer.head"), its attention, head-patch effect,
+    knockout LD drop and raw logit drop, and the accuracy left (those that were measured)."""
     out: dict[str, Any] = {}
     for row in routing[routing["rank"] == 1].to_dict("records"):
         entry = {"head": f"{row['layer']}.{row['head']}", "attention": row["attention"]}
-        for key in ("head_patch_effect", "knockout_logit_drop"):
+        for key in ("head_patch_effect", "knockout_ld_drop", "knockout_ld_drop_ci_low", "knockout_ld_drop_ci_high",
+                    "knockout_logit_drop", "knockout_accuracy", "knockout_n"):
             if key in row:
                 entry[key] = None if pd.isna(row[key]) else row[key]
         out.setdefault(row["destination"], {})[row["source"]] = entry

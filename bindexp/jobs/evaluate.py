@@ -13,16 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from bindexp.io.folder import check_writable_dir
 from bindexp.io.streams import append_lines
 from bindexp.io.tables import write_figure
 from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.models.loading import LoadedModel, check_model_name
 from bindexp.models.scoring import Score
 from bindexp.plots.accuracy import accuracy_figure, accuracy_table, value_text
-from bindexp.runs.conditions import Condition, eval_conditions, score_condition
+from bindexp.runs.conditions import Condition, check_prompt_lengths, eval_conditions, score_condition
 from bindexp.runs.settings import ConditionsGroup, RunSettings
-from bindexp.runs.tracking import Tracker
+from bindexp.runs.tracking import Tracker, check_run_folder
 from bindexp.stats import wilson_interval
 
 
@@ -108,10 +107,11 @@ def log_eval_history(tracker: Tracker, results: pd.DataFrame, summary: dict[str,
 def run_eval(settings: EvalSettings, cache: ModelCache = MODEL_CACHE) -> EvalOutcome:
     """One evaluation as one W&B run (job_type `eval`), with a local copy of everything."""
     check_model_name(settings.model)
-    eval_conditions(settings)  # impossible task requests fail here, before any model or W&B work
-    check_writable_dir(settings.output_dir)
+    conditions = eval_conditions(settings)  # impossible task requests fail here, before any model or W&B work
+    check_run_folder(settings)
+    lm = cache.get(settings.model, **settings.model_kwargs())
+    check_prompt_lengths(lm, conditions, settings)  # before any forward or W&B run
     with Tracker(settings, "eval") as tracker:
-        lm = cache.get(settings.model, **settings.model_kwargs())
         tracker.update_config({"model_info": lm.describe()})
         folder = tracker.folder
         folder.results.unlink(missing_ok=True)

@@ -9,11 +9,12 @@ vocabulary) through the final norm and unembedding, with 95% intervals over prog
 index l < n_layers is the residual entering layer l; index n_layers is the last layer's output
 (the model's own logits).
 
-Readable layer (final token): the first layer L such that at L *and every later layer* the answer
-is the top-1 token in more than `readable_threshold` of the programs. Its range applies the same
-rule to the two ends of each layer's 95% Wilson interval of that share: `readable_layer_low` uses
-the upper ends (the earliest layer the data allow), `readable_layer_high` the lower ends (the
-latest). None when no layer qualifies.
+Readable layer (final token), by the interval rule (`bindexp.stats.decide`) on the share of
+programs whose top-1 token is the answer: the first layer L such that at L *and every later layer*
+that share carries (its 95% Wilson lower bound reaches `readable_threshold`). `readable_layer_low`
+is the earliest layer the data allow (from it on, no layer's upper bound lies below the threshold);
+the layers between are `undetermined_layers`; `readable_layer_point` is the same rule on the point
+estimates (share > threshold), for reference. None when no layer qualifies.
 """
 
 from __future__ import annotations
@@ -34,19 +35,21 @@ from bindexp.models.cache import MODEL_CACHE, ModelCache
 from bindexp.plots.analyses import lens_curve
 from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis, sequences_and_roles
 from bindexp.runs.settings import PairSettings
+from bindexp.stats import CARRIES, DECISION_RULE, DOES_NOT, UNDETERMINED, decisions
 
 
 class LensSettings(PairSettings):
     """`scripts/lens.py`: the logit lens per layer x role for the answer and the counterfactual answer."""
 
-    readable_threshold: float = Field(0.5, gt=0, lt=1, description="the answer is readable at a layer when "
-                                                                   "it is top-1 in more than this share of programs")
+    readable_threshold: float = Field(0.5, gt=0, lt=1, description="the answer is readable at a layer when the "
+                                                                   "Wilson lower bound of the share of programs "
+                                                                   "where it is top-1 reaches this")
 
 
 @dataclasses.dataclass
 class LensOutcome:
     grid: Grid  # axes ("layer", "role"); layer n_layers = after the last layer
-    readable: dict[str, Any]  # readable_layer (+ low, high), the final token's top-1 share per layer
+    readable: dict[str, Any]  # readable_layer (+ low, point, undetermined), the final token's top-1 share per layer
     summary: dict[str, Any]
     out_dir: Path
 
@@ -54,22 +57,30 @@ class LensOutcome:
 def first_layer_above(shares: Sequence[float], layers: Sequence[int], threshold: float) -> int | None:
     """The first layer from which every share (this layer's and all later ones) exceeds threshold."""
     above = np.asarray(shares, dtype=float) > threshold
+    return first_layer_where(above, layers)
+
+
+def first_layer_where(holds: Sequence[bool], layers: Sequence[int]) -> int | None:
+    """The first layer from which `holds` is true at that layer and every later one."""
+    holds = np.asarray(holds, dtype=bool)
     for i in range(len(layers)):
-        if above[i:].all():
+        if holds[i:].all():
             return layers[i]
     return None
 
 
 def readable_layer(grid: Grid, threshold: float, role: str = "final") -> dict[str, Any]:
-    """The readable layer of `role` and its range (see the module docstring)."""
+    """The readable layer of `role` by the interval rule, and its range (see the module docstring)."""
     column = grid.labels["role"].index(role)
     _, low, high = proportion_interval(grid, "top1_answer")
     shares = grid.mean["top1_answer"][:, column]
     layers = grid.labels["layer"]
-    return {"readable_layer": first_layer_above(shares, layers, threshold),
-            "readable_layer_low": first_layer_above(high[:, column], layers, threshold),
-            "readable_layer_high": first_layer_above(low[:, column], layers, threshold),
-            "readable_threshold": threshold,
+    decided = decisions(low[:, column], high[:, column], threshold)
+    return {"readable_layer": first_layer_where(decided == CARRIES, layers),
+            "readable_layer_low": first_layer_where(decided != DOES_NOT, layers),
+            "readable_layer_point": first_layer_above(shares, layers, threshold),
+            "undetermined_layers": [layer for layer, d in zip(layers, decided) if d == UNDETERMINED],
+            "readable_threshold": threshold, "decision_rule": DECISION_RULE,
             "top1_share_by_layer": [None if np.isnan(v) else float(v) for v in shares],
             "top1_ci_low_by_layer": [None if np.isnan(v) else float(v) for v in low[:, column]],
             "top1_ci_high_by_layer": [None if np.isnan(v) else float(v) for v in high[:, column]]}
@@ -108,8 +119,9 @@ def _summarize(run: AnalysisRun, measured: _Measured) -> dict[str, Any]:
     summary = {"programs": measured.programs, "pairs_looked_at": measured.looked_at,
                **{k: v for k, v in readable.items() if not k.endswith("_by_layer")},
                "final_top1_share": readable["top1_share_by_layer"][last],
-               "final_p_answer": float(grid.mean["p_answer"][last, final]),
-               "final_rank_answer": float(grid.mean["rank_answer"][last, final]),
+               **{f"final_{metric}{end}": float(table[metric][last, final]) for metric in ("p_answer", "rank_answer")
+                  for end, table in (("", grid.mean), ("_ci_low", grid.ci_low), ("_ci_high", grid.ci_high))},
+               "intervals_clipped": grid.info.get("clipped", {}),
                "layer_axis": f"l < {last}: residual entering layer l; {last}: the last layer's output"}
     run.tracker.log_table("lens_final", _curve_frame(readable, grid.labels["layer"]))
     return summary

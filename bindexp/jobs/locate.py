@@ -2,7 +2,7 @@
 the model (layer x token role) interchanging it moves the output as the hypothesis predicts.
 
     outcome = run_locate(LocateSettings(model="smollm2-135m", hops=2, seq_len=6))
-    outcome.table            # variable -> where (best cell, cells reaching the IIA threshold)
+    outcome.table            # variable -> where (best cell; cells carrying it by the interval rule)
     outcome.grids["value"]   # the exact patch grid of that variable's pairs (metric "iia" ...)
 
 Each counterfactual kind the causal model maps to a variable is one exact patch grid over that
@@ -10,7 +10,9 @@ kind's pairs (the patch runner's pair selection and grid, reused); pairs are gro
 variable they interchange (chain_link: the pointer of the hop it edits). A cell's IIA is the share
 of pairs whose patched prediction is the output the causal model predicts -- which for every
 binding kind is the counterfactual's answer, checked pair by pair before any patching -- with a
-95% Wilson interval.
+95% Wilson interval, and a decision by the interval rule (`bindexp.stats.decide`): the cell
+carries the variable when the interval's lower bound reaches `iia_threshold`, does not when its
+upper bound lies below it, and is undetermined otherwise (at n = 10, 5/10 decides nothing).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bindexp.errors import InputError, ModelError, TaskError
 from bindexp.interventions.results.grid import Grid, proportion_interval
+from bindexp.interventions.results.summary import layer_ranges
 from bindexp.io.folder import CAUSAL_MODEL_FILE, LOCATE_CELLS_FILE, LOCATE_FILE, LOCATE_HEATMAP_FILE, PAIRS_FILE
 from bindexp.io.grids import write_grid
 from bindexp.io.streams import write_lines
@@ -35,6 +38,7 @@ from bindexp.runs.analysis import Analysis, AnalysisRun, run_analysis
 from bindexp.runs.pairs import candidate_pairs, check_layers, choose_pairs
 from bindexp.runs.patching import compute_grid
 from bindexp.runs.settings import PairSettings, PatchMethodGroup, StrList, none_list
+from bindexp.stats import CARRIES, DECISION_RULE, UNDETERMINED, decide
 from bindexp.tasks.causal_model import CONTROL, CausalModel, causal_model, group_by_variable
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.registry import get_task
@@ -50,7 +54,9 @@ class LocateSettings(PatchMethodGroup, PairSettings):
 
     counterfactuals: StrList | None = Field(None, description="kinds to run (None: every kind the causal model "
                                                               "maps to a variable that these settings allow)")
-    iia_threshold: float = Field(0.5, gt=0, le=1, description="a cell locates a variable when its IIA reaches this")
+    iia_threshold: float = Field(0.5, gt=0, le=1, description="a cell carries a variable when the Wilson lower bound "
+                                                              "of its IIA reaches this (upper bound below: it does "
+                                                              "not; otherwise undetermined)")
 
     @field_validator("counterfactuals", mode="before")
     @classmethod
@@ -83,6 +89,9 @@ def locate_kinds(settings: LocateSettings, model: CausalModel) -> list[str]:
             if kind not in declared or kind not in model.interventions:
                 raise InputError(f"counterfactual {kind!r} is not one the {settings.task} causal model maps to a "
                                  f"variable; it maps {', '.join(model.interventions)}")
+            if model.interventions[kind] == CONTROL:
+                raise InputError(f"counterfactual {kind!r} is a control (the answer must not change), so it has "
+                                 "no IIA to locate; scripts/patch.py reports its flip rate")
         return list(settings.counterfactuals)
     kinds = []
     for kind, variable in model.interventions.items():
@@ -108,19 +117,9 @@ def check_predictions(model: CausalModel, pairs: Sequence[CounterfactualPair]) -
                             "locate scores IIA against the counterfactual's answer")
 
 
-def _ranges(layers: Sequence[int]) -> str:
-    """[0, 1, 2, 5] -> "0-2, 5"."""
-    spans: list[list[int]] = []
-    for layer in layers:
-        if spans and layer == spans[-1][1] + 1:
-            spans[-1][1] = layer
-        else:
-            spans.append([layer, layer])
-    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
-
-
-def variable_cells(variable: str, kind: str, grid: Grid) -> pd.DataFrame:
-    """One row per (layer, role) of a variable's grid: IIA, its Wilson interval, pairs."""
+def variable_cells(variable: str, kind: str, grid: Grid, threshold: float) -> pd.DataFrame:
+    """One row per (layer, role) of a variable's grid: IIA, its Wilson interval, pairs, and the
+    interval rule's decision against `threshold` (`bindexp.stats.decide`)."""
     successes, low, high = proportion_interval(grid, IIA)
     rows = []
     for li, layer in enumerate(grid.labels["layer"]):
@@ -128,21 +127,27 @@ def variable_cells(variable: str, kind: str, grid: Grid) -> pd.DataFrame:
             n = int(grid.counts[IIA][li, ci])
             rows.append({"variable": variable, "counterfactual": kind, "layer": layer, "role": role, "n": n,
                          IIA: float(grid.mean[IIA][li, ci]) if n else float("nan"),
-                         "iia_ci_low": float(low[li, ci]), "iia_ci_high": float(high[li, ci])})
+                         "iia_ci_low": float(low[li, ci]), "iia_ci_high": float(high[li, ci]),
+                         "decision": decide(int(successes[li, ci]), n, threshold)})
     return pd.DataFrame(rows)
+
+
+def where_text(cells: pd.DataFrame) -> str:
+    """`role@layers; role@layers` over the given cells, roles in their first-seen order."""
+    return "; ".join(f"{role}@{layer_ranges(sorted(group['layer']))}" for role, group in cells.groupby("role", sort=False))
 
 
 def locate_table(cells: pd.DataFrame, threshold: float, roles_of: dict[str, str]) -> pd.DataFrame:
     """Per variable: its best cell (highest IIA, earliest layer first) with the interval, and
-    where = the layers per role whose IIA reaches `threshold`."""
+    where = the layers per role whose IIA *carries* the variable by the interval rule (the Wilson
+    lower bound reaches `threshold`); the cells the rule leaves undetermined are counted (and
+    listed in `where_undetermined`), never counted as carrying."""
     rows = []
     for variable, part in cells.groupby("variable", sort=False):
         scored = part.dropna(subset=[IIA])
         best = scored.sort_values([IIA, "layer"], ascending=[False, True], kind="stable").iloc[0] \
             if not scored.empty else None
-        reached = scored[scored[IIA] >= threshold]
-        where = "; ".join(f"{role}@{_ranges(sorted(group['layer']))}" for role, group in
-                          reached.groupby("role", sort=False))
+        carrying, undetermined = scored[scored["decision"] == CARRIES], scored[scored["decision"] == UNDETERMINED]
         rows.append({"variable": variable, "counterfactual": part["counterfactual"].iloc[0],
                      "variable_role": roles_of.get(variable), "pairs": int(part["n"].max()),
                      "best_layer": None if best is None else int(best["layer"]),
@@ -150,7 +155,8 @@ def locate_table(cells: pd.DataFrame, threshold: float, roles_of: dict[str, str]
                      IIA: None if best is None else float(best[IIA]),
                      "iia_ci_low": None if best is None else float(best["iia_ci_low"]),
                      "iia_ci_high": None if best is None else float(best["iia_ci_high"]),
-                     "cells_reaching_threshold": len(reached), "where": where or "-"})
+                     "cells_carrying": len(carrying), "cells_undetermined": len(undetermined),
+                     "where": where_text(carrying) or "-", "where_undetermined": where_text(undetermined) or "-"})
     return pd.DataFrame(rows)
 
 
@@ -209,7 +215,8 @@ def _compute(run: AnalysisRun) -> _Located:
             roles_of[variable] = model.variable(group[0].original, variable).role if variable != CONTROL else None
     if not grids:
         raise ModelError("no variable could be located: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    cells = pd.concat([variable_cells(v, kind_of[v], g) for v, g in grids.items()], ignore_index=True)
+    cells = pd.concat([variable_cells(v, kind_of[v], g, settings.iia_threshold) for v, g in grids.items()],
+                      ignore_index=True)
     return _Located(kinds, grids, pairs_of, settings_of, kind_of, roles_of, declaration, looked_at, skipped, cells,
                     locate_table(cells, settings.iia_threshold, roles_of))
 
@@ -232,7 +239,7 @@ def _write(run: AnalysisRun, located: _Located) -> list[Path]:
 
 def _summarize(run: AnalysisRun, located: _Located) -> dict[str, Any]:
     table = located.table
-    return {"iia_threshold": run.settings.iia_threshold, "counterfactuals": located.kinds,
+    return {"iia_threshold": run.settings.iia_threshold, "decision_rule": DECISION_RULE, "counterfactuals": located.kinds,
             "pairs_looked_at": located.looked_at, "skipped": located.skipped,
             "variables": {row["variable"]: {k: v for k, v in row.items() if k != "variable"}
                           for row in table.astype(object).where(table.notna(), None).to_dict("records")}}

@@ -26,16 +26,17 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from bindexp.errors import InputError
-from bindexp.io.checkpoints import INDEX_FILE, read_trainer_state, step_name
+from bindexp.errors import InputError, ModelError
+from bindexp.io.checkpoints import INDEX_FILE, read_index, read_trainer_state, step_name
 from bindexp.io.folder import CHECKPOINT_RUNS_DIR, POINTER_ENV
 from bindexp.io.tables import write_csv, write_figure
 from bindexp.jobs.patch import PatchSettings, run_patch
 from bindexp.models.cache import ModelCache
+from bindexp.models.loading import check_model_dir
 from bindexp.plots.training import plot_over_training
 from bindexp.runs.pairs import check_layers, checked_request
 from bindexp.runs.patching import headline_metric
-from bindexp.runs.settings import StrList
+from bindexp.runs.settings import TASK_OPTION_FIELDS, StrList
 from bindexp.runs.tracking import Tracker, input_digest
 from bindexp.tasks.registry import get_task
 from bindexp.vocab import PHASE_KEYS, STEP_KEY
@@ -94,17 +95,25 @@ class OverTrainingOutcome:
 
 
 def checkpoint_index(root: Path) -> dict[str, Any]:
-    """checkpoints.json of a training run's checkpoint folder; InputError when there is none."""
+    """checkpoints.json of a training run's checkpoint folder (checked by `read_index`); InputError
+    when there is none or it lists no checkpoint."""
     path = root / INDEX_FILE
     if not path.is_file():
         raise InputError(f"checkpoints={root}: no {INDEX_FILE} there; give a training run's --checkpoint_dir")
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"{path} is unreadable: {err}") from None
-    if not isinstance(index, dict) or not index.get("steps"):
-        raise InputError(f"{path} lists no checkpoints")
+    index = read_index(root)
+    if not index.get("steps"):
+        raise InputError(f"{path}: lists no checkpoints")
     return index
+
+
+def checkpoint_layers(path: Path) -> int:
+    """A checkpoint's number of layers, from its config.json (the folder checked, nothing loaded)."""
+    check_model_dir(path)
+    config = json.loads((path / "config.json").read_text())
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+        raise ModelError(f"{path / 'config.json'}: no number of layers (num_hidden_layers or n_layer)")
+    return layers
 
 
 def _step_of(name: str) -> int:
@@ -148,11 +157,10 @@ def training_record(root: Path) -> TrainingRecord:
     from bindexp.training.evaluation import phase_boundaries
 
     index = checkpoint_index(root)
-    try:
-        state = read_trainer_state(root / index["latest"])
-    except (OSError, json.JSONDecodeError, KeyError):
-        state = {}
-    history = [row for row in state.get("history", []) if STEP_KEY in row]
+    if not index.get("latest"):
+        raise InputError(f"{root / INDEX_FILE}: names no latest checkpoint, whose trainer state holds the history")
+    state = read_trainer_state(root / index["latest"])  # a damaged state.json: one line naming it
+    history = [row for row in state["history"] if isinstance(row, dict) and STEP_KEY in row]
     plateau = state.get("heuristic_plateau")
     boundaries = phase_boundaries(history, plateau) if plateau is not None else dict.fromkeys(PHASE_KEYS)
     return TrainingRecord(state.get("settings", {}), history, plateau, boundaries, state.get("run_folder"))
@@ -167,7 +175,8 @@ def with_training_programs(settings: OverTrainingSettings, training: dict[str, A
 
 def checkpoint_patch_settings(settings: OverTrainingSettings, checkpoint: Checkpoint, runs_dir: Path) -> PatchSettings:
     """The patch run of one checkpoint: these patch settings on that model, W&B off, its folder in `runs_dir`."""
-    values = settings.model_dump(exclude={"checkpoints", "steps", "metric"})
+    values = settings.model_dump(exclude={"checkpoints", "steps", "metric"}
+                                 | {name for name in TASK_OPTION_FIELDS if name not in settings.model_fields_set})
     values.update(model=str(checkpoint.path), wandb_mode="disabled", output_dir=str(runs_dir),
                   run_name=step_name(checkpoint.step), tags=[], group=None, sweep=None)
     return PatchSettings(**values)
@@ -214,10 +223,15 @@ def run_over_training(settings: OverTrainingSettings) -> OverTrainingOutcome:
                          f"its metrics: {', '.join(method_metrics(settings.method))}")
     training = training_record(root)
     settings, filled = with_training_programs(settings, training.settings)
-    first = checkpoint_patch_settings(settings, chosen[0], root)
-    checked_request(first)  # programs, pairs, templates: refused before any model loads
+    first = checkpoint_patch_settings(settings, chosen[0], Path(settings.output_dir))
+    checked_request(first.model_copy(update={"run_name": None}))  # programs, pairs, templates, output_dir:
+    # refused before any model loads
+    for checkpoint in chosen:  # every checkpoint, not only the first: refused before any model loads
+        try:
+            check_layers(first, checkpoint_layers(checkpoint.path))
+        except ModelError as err:
+            raise ModelError(f"{checkpoint.path}: {err}") from None
     cache = ModelCache()  # one checkpoint in memory at a time
-    check_layers(first, cache.get(first.model, **first.model_kwargs()).n_layers)
     with Tracker(settings, "over_training") as tracker:
         tracker.update_config({
             "checkpoint_steps": [c.step for c in chosen], "from_training": filled,

@@ -19,7 +19,7 @@ from bindexp.io.grids import write_grid
 from bindexp.io.streams import Stream
 from bindexp.io.tables import write_csv, write_figure
 from bindexp.models.cache import MODEL_CACHE, ModelCache
-from bindexp.runs.pairs import check_layers, checked_request, choose_pairs
+from bindexp.runs.pairs import check_layers, check_pair_lengths, checked_request, choose_pairs
 from bindexp.runs.patching import CONTROL_METRIC, compute_grid, effective_min_gap, headline_metric, is_control
 from bindexp.runs.settings import PairSettings, PatchMethodGroup
 from bindexp.runs.tracking import Tracker
@@ -49,6 +49,8 @@ def run_summary(settings: PatchSettings, result: MethodResult, metric: str, pair
         summary = {**grid_summary(grid, metric, key="flip_rate_by_column"), "flip_rate_worst_cell": worst_cell(grid, metric)}
     else:
         summary = grid_summary(grid, metric, spec.value_role, handoff=kind.edits_value_role)
+    if settings.method == "knockout":  # the decision, not only the probability: LD against the best competitor
+        summary["ld_drop_by_column"] = grid_summary(grid, "ld_drop", key="by_column")["by_column"]
     summary.update({"pairs_looked_at": looked_at, "pairs_used": len(pairs), "pairs_dropped": len(grid.info.get("dropped", [])),
                     "pairs_excluded_min_gap": int(grid.info.get("excluded_small_gap", 0)), "min_gap": effective_min_gap(settings),
                     "dtype": dtype})
@@ -97,6 +99,7 @@ def run_patch(settings: PatchSettings, cache: ModelCache = MODEL_CACHE) -> Patch
     settings, shots = checked_request(settings)
     lm = cache.get(settings.model, **settings.model_kwargs())
     check_layers(settings, lm.n_layers)  # before any W&B run or pair is made
+    check_pair_lengths(lm, settings, shots)
     with Tracker(settings, "patch") as tracker:
         tracker.update_config({"model_info": lm.describe()})
         stream = Stream(tracker.folder.pairs)

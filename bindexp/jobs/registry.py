@@ -50,6 +50,8 @@ JOBS: dict[str, Job] = {
     "path_patch": Job("bindexp.jobs.path_patch", "PathPatchSettings", "run_path_patch", "scripts/path_patch.py",
                       "analysis"),
     "circuit": Job("bindexp.jobs.circuit", "CircuitSettings", "run_circuit", "scripts/circuit.py", "analysis"),
+    "hypotheses": Job("bindexp.jobs.hypotheses", "HypothesesSettings", "run_hypotheses", "scripts/hypotheses.py",
+                      "analysis"),
 }
 JOB_TYPES: tuple[str, ...] = tuple(JOBS)  # W&B job_type and config.json's job_type
 ANALYSIS_JOB_TYPES: tuple[str, ...] = tuple(name for name, job in JOBS.items() if job.kind == "analysis")

@@ -26,7 +26,7 @@ from bindexp.models.cache import MODEL_CACHE
 from bindexp.models.loading import check_model_name
 from bindexp.runs.conditions import eval_conditions, score_condition
 from bindexp.runs.settings import ConditionsGroup, RunSettings, StrList
-from bindexp.runs.tracking import Tracker
+from bindexp.runs.tracking import Tracker, check_run_folder
 from bindexp.tasks.program import Program
 
 ROBUST_FORMAT = """\
@@ -70,7 +70,7 @@ def find_robust(settings: RobustSettings, cache: Any = None) -> RobustOutcome:
     for name in settings.models:
         check_model_name(name)
     conditions = eval_conditions(settings)
-    check_writable_dir(settings.output_dir)
+    check_run_folder(settings)
     check_writable_dir(Path(settings.out).parent, "the folder of out")
     with Tracker(settings, "robust") as tracker:
         margins: list[list[dict[str, float | None]]] = [[{} for _ in c.programs] for c in conditions]

@@ -13,26 +13,42 @@ every `checkpoint_every` steps and at the end, locally and as W&B artifacts of t
 (aliases latest, best, step-N). `--resume=True` continues from the latest checkpoint in
 `--checkpoint_dir` with the same data order; on CPU the result is bit-identical to a run that
 was never interrupted.
+
+One writer per checkpoint folder (`claim_checkpoints`: a lock naming the holder; a fresh run into
+another run's checkpoints only with `--overwrite_checkpoints=True`); every file a resume reads is
+checked first; a non-finite loss or weight stops the run with one line (`TrainingDiverged`), the
+last good checkpoint kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from bindexp.errors import TaskError
-from bindexp.io.checkpoints import TRAINER_DIR, latest_checkpoint, read_index, read_trainer_state
-from bindexp.io.folder import SUMMARY_FILE
+from bindexp.io.checkpoints import (
+    TRAINER_DIR,
+    clean_staging,
+    clear_checkpoints,
+    holds_checkpoints,
+    latest_checkpoint,
+    read_index,
+    read_trainer_files,
+)
+from bindexp.io.folder import SUMMARY_FILE, check_writable_dir
+from bindexp.io.locks import FolderLock
 from bindexp.io.streams import append_lines
 from bindexp.io.tables import write_figure
 from bindexp.models.loading import resolve_device, resolve_dtype
 from bindexp.plots.training import plot_training
+from bindexp.runs.naming import run_identity
 from bindexp.runs.settings import DeviceGroup, WandbGroup
-from bindexp.runs.tracking import Tracker
+from bindexp.runs.tracking import Tracker, check_run_folder
 from bindexp.tasks import DEFAULT_TASK, MAX_HOPS
 from bindexp.training.data import DataSpec, ProgramData, Supervision
 from bindexp.vocab import PHASE_KEYS, STEP_KEY
@@ -74,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 RESUME_FREE = frozenset({
     "resume", "stop_after", "checkpoint_dir", "wandb_mode", "project", "entity", "group", "tags", "run_name",
     "output_dir", "progress", "log_artifacts", "keep_checkpoints", "device", "eval_every", "eval_batch_size",
-    "log_every", "preset", "stop_when_systematic",
+    "log_every", "preset", "stop_when_systematic", "overwrite_checkpoints",
 })
 
 
@@ -93,7 +109,7 @@ class TrainSettings(WandbGroup, DeviceGroup):
     d_model: int = Field(128, ge=1)
     d_ff: int = Field(512, ge=1)
     activation: Literal["gelu", "silu"] = "gelu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
     max_positions: int = Field(512, ge=8, description="longest token sequence the model accepts")
     conv_kernel: int = Field(0, ge=0, le=64, description=(
         "llama only: width of a causal depthwise convolution before each attention block (0: none, plain Llama)"))
@@ -127,14 +143,14 @@ class TrainSettings(WandbGroup, DeviceGroup):
     batch_size: int = Field(64, ge=1)
     progress: bool = True
     steps: int = Field(1000, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0, allow_inf_nan=False)
     warmup_steps: int = Field(100, ge=0)
     decay_steps: int | None = Field(None, ge=1, description=(
         "linear decay to 0 over the last N steps, constant before (None: decay over every step after warmup)"))
-    weight_decay: float = Field(0.01, ge=0.0)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float | None = Field(1.0, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0, allow_inf_nan=False)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, allow_inf_nan=False, description="AdamW's first-moment decay, in [0, 1)")
+    beta2: float = Field(0.999, ge=0.0, lt=1.0, allow_inf_nan=False, description="AdamW's second-moment decay, in [0, 1)")
+    grad_clip: float | None = Field(1.0, gt=0.0, allow_inf_nan=False)
 
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
 
@@ -147,6 +163,8 @@ class TrainSettings(WandbGroup, DeviceGroup):
     checkpoint_dir: str | None = Field(
         None, description="None: <output_dir>/checkpoints/<run>; {name} placeholders take settings, e.g. ckpt/seed{seed}")
     resume: bool = Field(False, description="continue from the latest checkpoint in checkpoint_dir, if any")
+    overwrite_checkpoints: bool = Field(False, description=(
+        "start afresh in a checkpoint_dir that holds another run's checkpoints, deleting them (else refused)"))
     stop_when_systematic: bool = Field(False, description=(
         "end (with a checkpoint) at the first evaluation whose validation heuristic-wrong accuracy passes 0.99"))
     stop_after: int | None = Field(None, ge=1, description="end after this many steps without saving (simulates a kill)")
@@ -240,18 +258,19 @@ def optim_spec(settings: TrainSettings, steps: int | None = None):
                      settings.steps if steps is None else steps, settings.grad_clip, settings.decay_steps)
 
 
-def _checkpoint_to_resume(settings: TrainSettings) -> Path | None:
-    """The checkpoint a resumed run starts from (None: start afresh); refuses incompatible settings."""
-    if not settings.resume:
-        return None
-    if settings.checkpoint_dir is None:
-        raise TrainError("resume=True needs checkpoint_dir (where the killed run saved its checkpoints)")
-    latest = latest_checkpoint(Path(settings.checkpoint_path()))
+def _checkpoint_to_resume(settings: TrainSettings, root: Path) -> Path | None:
+    """The checkpoint a resumed run starts from (None: start afresh), every file of it checked
+    (index, weights, trainer state, optimizer, RNG: a damaged one is one line naming it); refuses
+    incompatible settings."""
+    from bindexp.models.loading import check_model_dir
+
+    latest = latest_checkpoint(root)
     if latest is None:
         return None
     if not (latest / TRAINER_DIR / "state.json").exists():
         raise TrainError(f"checkpoint {latest} has no {TRAINER_DIR}/state.json; it cannot be resumed")
-    saved = read_trainer_state(latest)["settings"]
+    check_model_dir(latest)
+    saved = read_trainer_files(latest)[0]["settings"]
     differing = sorted(k for k, v in settings.training_values().items() if saved.get(k) != v)
     if differing:
         key = differing[0]
@@ -260,19 +279,49 @@ def _checkpoint_to_resume(settings: TrainSettings) -> Path | None:
     return latest
 
 
-def _check(settings: TrainSettings) -> tuple[DataSpec, Path | None]:
-    """Everything that can be refused before a model or a W&B run exists."""
+def claim_checkpoints(settings: TrainSettings, root: Path) -> tuple[FolderLock, Path | None]:
+    """Hold `root` for this run (a second writer is refused naming the holder), remove what a kill
+    during a save left there, and say where training starts: the checkpoint to resume, or None.
+    A fresh run into a folder holding checkpoints is refused unless it overwrites them explicitly."""
+    name = settings.run_name or run_identity("train", settings.model_dump(mode="json")).name
+    lock = FolderLock.acquire(root, "checkpoint_dir", f"train run {name!r}")
+    try:
+        removed = clean_staging(root)
+        if removed:
+            print(f"removed what a killed save left in {root}: {', '.join(removed)}", file=sys.stderr)
+        if settings.resume:
+            return lock, _checkpoint_to_resume(settings, root)
+        held = holds_checkpoints(root)
+        if held is not None and not settings.overwrite_checkpoints:
+            raise TrainError(f"checkpoint_dir {root} holds another run's {held}; continue it with --resume=True, "
+                             "replace them with --overwrite_checkpoints=True, or choose another checkpoint_dir")
+        if held is not None:
+            print(f"overwriting the checkpoints in {root}: {', '.join(clear_checkpoints(root))}", file=sys.stderr)
+        return lock, None
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _check(settings: TrainSettings) -> DataSpec:
+    """Everything that can be refused before a checkpoint folder, a model or a W&B run exists."""
     spec = data_spec(settings)
     spec.check()
     # "a = b\n" per line, the query and answer, each extra query "\n#x: d"
     longest = max([settings.seq_len, *settings.longer_seq_len]) * 6 + 8 + 6 * (settings.queries_per_program - 1)
     if settings.model == "gpt2" and longest > settings.max_positions:
         raise TrainError(f"programs of {longest} tokens exceed max_positions={settings.max_positions}")
+    if settings.resume and settings.checkpoint_dir is None:
+        raise TrainError("resume=True needs checkpoint_dir (where the killed run saved its checkpoints)")
     device = resolve_device(settings.device)
     resolve_dtype(settings.dtype, device)
     if settings.init_from is not None:
         _check_init_from(settings)
-    return spec, _checkpoint_to_resume(settings)
+    check_run_folder(settings, continues="train" if settings.resume else None)
+    if settings.checkpoint_dir is not None:
+        check_writable_dir(settings.checkpoint_path(), "checkpoint_dir")
+        read_index(Path(settings.checkpoint_path()))  # a damaged index: one line, before anything
+    return spec
 
 
 ARCH_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -298,13 +347,25 @@ def _check_init_from(settings: TrainSettings) -> None:
 
 
 def run_train(settings: TrainSettings) -> TrainOutcome:
-    """Train as one W&B run (job_type `train`); every file is also written locally."""
-    spec, resume_from = _check(settings)
-    with Tracker(settings, "train") as tracker:
-        return _train(settings, spec, resume_from, tracker)
+    """Train as one W&B run (job_type `train`); every file is also written locally. The checkpoint
+    folder is held for the whole run (`claim_checkpoints`); a given checkpoint_dir is claimed
+    before the W&B run starts, the default one (inside output_dir, new) when the run's name is known."""
+    spec = _check(settings)
+    lock, resume_from = (claim_checkpoints(settings, Path(settings.checkpoint_path())) if settings.checkpoint_dir
+                         else (None, None))
+    try:
+        with Tracker(settings, "train", continues=settings.resume) as tracker:
+            label = tracker.run.id if tracker.run is not None else tracker.out_dir.name
+            if lock is None:
+                lock, resume_from = claim_checkpoints(settings, Path(settings.output_dir) / "checkpoints" / label)
+            return _train(settings, spec, resume_from, Path(lock.path).parent, tracker)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tracker: Tracker) -> TrainOutcome:
+def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, root: Path,
+           tracker: Tracker) -> TrainOutcome:
     import torch
 
     from bindexp.training.evaluation import END_SETS
@@ -313,13 +374,12 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, tr
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
-    label = tracker.run.id if tracker.run is not None else tracker.out_dir.name
-    root = Path(settings.checkpoint_path()) if settings.checkpoint_dir else Path(settings.output_dir) / "checkpoints" / label
     tracker.define_step(STEP_KEY)
     trainer = Trainer(ProgramData(spec), arch_spec(settings), optim_spec(settings), seed=settings.seed,
                       device=device, amp_dtype=resolve_dtype(settings.dtype, device), loss_on=settings.loss_on,
                       batch_size=settings.batch_size, eval_batch_size=settings.eval_batch_size,
                       init_from=Path(settings.init_from) if settings.init_from and resume_from is None else None)
+    label = tracker.run.id if tracker.run is not None else tracker.out_dir.name
     artifact_name = f"model-{settings.run_name or label}"
     if resume_from is not None:
         artifact_name = trainer.resume(resume_from).get("artifact_name", artifact_name)

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,27 @@ class LoadedModel:
 
         return SiteMap.of(self.model, self.family)
 
+    @property
+    def position_limit(self) -> tuple[int, str] | None:
+        """(the longest token sequence the model takes, the config key saying so): GPT-2-style
+        `n_positions`, else `max_position_embeddings`; None when the config names neither."""
+        config = self.model.config.get_text_config()
+        for key in ("n_positions", "max_position_embeddings"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, key
+        return None
+
+    def check_lengths(self, lengths: Iterable[int], generated: int = 0) -> None:
+        """ModelError (one line naming the limit) when a prompt of one of `lengths` tokens, plus
+        `generated` new tokens, would not fit the model's positions; call before any forward."""
+        limit = self.position_limit
+        longest = max(lengths, default=0)
+        if limit is not None and longest + generated > limit[0]:
+            plus = f" plus {generated} generated" if generated else ""
+            raise ModelError(f"a prompt of {longest} tokens{plus} exceeds the {limit[0]} positions of {self.name} "
+                             f"({limit[1]}={limit[0]}); use fewer shots or shorter programs")
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.revision, "family": self.family,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
@@ -83,6 +105,11 @@ def check_model_name(name: str) -> None:
     directory's files are checked too (`check_model_dir`)."""
     if Path(name).is_dir():
         check_model_dir(Path(name))
+        return
+    if name.endswith(".gguf") and Path(name).is_file():
+        with open(name, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ModelError(f"{name} is not a GGUF file (it does not start with the GGUF magic bytes)")
         return
     if name in BUNDLED or name.startswith("tiny-random-") or Path(name).exists() or _HUB_ID.match(name):
         return
@@ -130,6 +157,31 @@ def _check_safetensors(path: Path) -> None:
     if size != 8 + length + end:
         raise ModelError(f"{path} is truncated or damaged: the header says {8 + length + end} bytes, "
                          f"the file has {size}")
+
+
+def check_weight_shapes(folder: Path, trust_remote_code: bool = False) -> None:
+    """A local model directory's config against its safetensors weights, before loading: the model
+    its config describes is built on the meta device (no memory, no weights) and every tensor both
+    name must have the same shape (ModelError naming the first that differs)."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    register_architectures()
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(
+                config, trust_remote_code=trust_remote_code).state_dict().items()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"could not read the config of {folder}: {first}") from None
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as weights:
+            for key in weights.keys():
+                saved = tuple(weights.get_slice(key).get_shape())
+                if key in shapes and shapes[key] != saved:
+                    raise ModelError(f"{folder}: config.json and {path.name} disagree: {key} is {list(saved)} in the "
+                                     f"weights but {list(shapes[key])} by the config (edited after saving?)")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -200,6 +252,7 @@ def load_model(
     elif Path(name).is_dir():
         source, file_revision = name, None
         kwargs["use_safetensors"] = True  # never a pickle file
+        check_weight_shapes(Path(name), trust_remote_code)
     else:
         source, file_revision = name, revision
     model, tokenizer = _from_pretrained(source, file_revision, kwargs)

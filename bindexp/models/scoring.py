@@ -70,6 +70,7 @@ def score_candidates(
         raise ModelError(f"answer {unknown[0]!r} is not among the task's candidates {list(candidates)}")
     token_ids = candidate_token_ids(lm.tokenizer, prompts[0], candidates)
     sequences = [e.ids for e in encode(lm.tokenizer, prompts)]
+    lm.check_lengths(len(ids) for ids in sequences)
     logits = final_logits(
         lm.model, lm.tokenizer, sequences, batch_size=batch_size, reuse_prefix=reuse_prefix, progress=progress
     )
@@ -110,6 +111,7 @@ def score_generate(
         for at in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="generating"):
             chunk = list(prompts[at : at + batch_size])
             enc = tokenizer(chunk, return_tensors="pt", padding=True).to(lm.device)
+            lm.check_lengths(enc["attention_mask"].sum(1).tolist(), generated=max_new_tokens)
             with torch.inference_mode():
                 out = lm.model.generate(
                     **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id_of(tokenizer)

@@ -93,3 +93,25 @@ def plot_over_training(per_step: dict[int, dict], metric: str, training: Any, ti
     axes[-1].set_xlabel("training step")
     figure.tight_layout()
     return figure
+
+
+def plot_training_bands(bands: list[tuple[str, int, Any]], title: str = ""):
+    """Training runs compared: per setting group (a panel), each validation curve (`bands`' frames:
+    step, key, mean, low, high, runs) as the mean over the group's runs with a band from the lowest
+    to the highest run, against the training step."""
+    figure = new_figure(9, 2.8 * max(1, len(bands)) + 0.6)
+    axes = figure.subplots(max(1, len(bands)), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (label, runs, frame) in zip(axes, bands):
+        for key, curve in frame.groupby("key", sort=True):
+            curve = curve.sort_values("step")
+            line, = ax.plot(curve["step"], curve["mean"], linewidth=1.2, label=key.removeprefix("validation/"))
+            ax.fill_between(curve["step"], curve["low"], curve["high"], color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set(ylabel="validation accuracy", ylim=(-0.02, 1.02))
+        ax.set_title("\n".join(textwrap.wrap(f"{label}: mean of {runs} run{'s' if runs != 1 else ''} "
+                                             "(band: lowest to highest)", 100)), fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    if title:
+        figure.suptitle("\n".join(textwrap.wrap(title, 100)), fontsize=10)
+    axes[-1].set_xlabel("training step")
+    figure.tight_layout()
+    return figure

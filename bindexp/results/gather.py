@@ -55,8 +55,8 @@ def broken_summary(record: RunRecord) -> str | None:
     """Why the run's summary.json on this disk cannot be read, else None."""
     summary = record.local_file(SUMMARY_FILE)
     try:
-        if summary is not None:
-            json.loads(summary.read_text())
+        if summary is not None and not isinstance(json.loads(summary.read_text()), dict):
+            return f"{SUMMARY_FILE} is not a JSON object"
     except (OSError, ValueError):
         return f"{SUMMARY_FILE} is not valid JSON (truncated?)"
     return None
@@ -69,12 +69,37 @@ def broken_files(record: RunRecord) -> str | None:
             cells = run_cells(record)
             if cells.empty or (cells["n"] <= 0).any():
                 return f"{RESULTS_FILE} has no results"
+            counted, expected = int(cells["n"].sum()), record.summary.get("n_programs")
+            if isinstance(expected, int) and counted != expected:
+                return (f"{RESULTS_FILE} has {counted} results but its summary counts {expected} programs "
+                        "(truncated?)")
         if record.job_type == "patch" and record.file(GRID_SIDECAR) is not None:
             load_grid(record)
     except Exception as err:  # noqa: BLE001 - any unreadable file leaves the run out, never the comparison
         first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         return f"files unreadable (truncated?): {first}"
     return None
+
+
+VERSION_KEY = "bindexp_version"  # the column runs of different versions are grouped apart by
+
+
+def run_version(record: RunRecord) -> str:
+    """The bindexp version that made the run (its config's provenance), or "unknown"."""
+    provenance = record.config.get("provenance")
+    version = provenance.get(VERSION_KEY) if isinstance(provenance, dict) else None
+    return str(version or record.config.get(VERSION_KEY) or "unknown")
+
+
+def versions_apart(records: Sequence[RunRecord], mix: bool) -> list[str]:
+    """The versions among `records`. When there are several and `mix` is off, each run's version
+    becomes one of its settings (`bindexp_version`), so runs of different versions are never
+    averaged together or taken for duplicates."""
+    versions = sorted({run_version(r) for r in records})
+    if len(versions) > 1 and not mix:
+        for record in records:
+            record.config[VERSION_KEY] = run_version(record)
+    return versions
 
 
 def finished_at(record: RunRecord) -> float:

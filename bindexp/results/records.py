@@ -36,6 +36,9 @@ BOOKKEEPING = frozenset({
     "run_name", "group", "tags", "output_dir", "progress", "wandb_mode", "project", "entity", "batch_size",
     "pairs_per_chunk", "model_info", "device", "runs", "sweep", "provenance", "inputs", "causal_model",
     "hops_label", "hops_max", "hops_min", "seq_len_label", "seq_len_max", "seq_len_min",
+    # training: where checkpoints went, how the run was resumed, logged and saved
+    "checkpoint_dir", "checkpoint_root", "resume", "resumed_from_step", "keep_checkpoints", "overwrite_checkpoints",
+    "log_every", "eval_batch_size", "threads", "log_artifacts",
 })
 AVERAGED = BOOKKEEPING | {"seed"}  # what may differ between runs averaged together
 
@@ -62,6 +65,7 @@ class RunRecord:
     summary: dict[str, Any]
     files_dir: Path | None
     fetch: Callable[[str], Path | None] | None = dataclasses.field(default=None, repr=False)
+    unreadable: str | None = None  # why the run's own files cannot be read as a run (config.json ...)
 
     def file(self, name: str) -> Path | None:
         """The run's file `name` on this disk (downloaded first for API runs), or None."""
@@ -78,6 +82,8 @@ class RunRecord:
     @property
     def problem(self) -> str | None:
         """Why this run cannot be compared (None: it finished cleanly)."""
+        if self.unreadable:
+            return self.unreadable
         if self.summary.get("error"):
             return f"failed: {self.summary['error']}"
         if self.exit_code not in (None, 0):
@@ -190,17 +196,20 @@ def read_plain_folder(path: Path, run_id: str | None = None, state: str | None =
     (folders written before config.json existed: from grid.json, else results.jsonl)."""
     folder = RunFolder(path)
     summary = folder.read_json(SUMMARY_FILE) or {}
-    error = folder.read_json(ERROR_FILE) or {}
-    if error.get("error"):
+    summary = summary if isinstance(summary, dict) else {}
+    error = folder.read_json(ERROR_FILE)
+    if isinstance(error, dict) and error.get("error"):
         summary.setdefault("error", error["error"])
+    problem = folder.config_problem()
     config, job_type = folder.settings(), folder.job_type
     if config is None:
-        config, job_type = _config_without_config_file(folder)
+        config, job_type = ({}, None) if problem else _config_without_config_file(folder)
+    tags = config.get("tags")
     return RunRecord(
         run_id=run_id or path.name, name=path.name, source="files", job_type=job_type,
-        group=config.get("group"), tags=list(config.get("tags") or []), sweep=config.get("sweep"),
-        state=state or ("finished" if summary else "unknown"), exit_code=None,
-        config=config, summary=summary, files_dir=path,
+        group=config.get("group"), tags=[str(t) for t in tags] if isinstance(tags, list) else [],
+        sweep=config.get("sweep"), state=state or ("finished" if summary else "unknown"), exit_code=None,
+        config=config, summary=summary, files_dir=path, unreadable=problem,
     )
 
 

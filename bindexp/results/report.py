@@ -19,13 +19,18 @@ from bindexp.io.folder import (
     PATCH_DIR,
     SCALARS_FILE,
     TIDY_FILE,
+    TRAIN_AGGREGATE_FILE,
+    TRAIN_RUNS_FILE,
+    TRAINING_COMPARE_PLOT_FILE,
 )
 from bindexp.io.grids import write_grid as write_grid_files
 from bindexp.io.tables import write_csv, write_figure, write_text
 from bindexp.plots.accuracy import aggregate_figures
+from bindexp.plots.training import plot_training_bands
 from bindexp.results.grids import AveragedGrid, grid_cells
 from bindexp.results.records import RunRecord
 from bindexp.results.tables import DEFAULT_BY, aggregate, aggregate_scalars, markdown_table, plot_table, summary_scalars
+from bindexp.results.training import aggregate_training, history_bands, train_runs_table
 
 
 def write_left_out(left_out: Sequence[tuple[RunRecord, str]], out_dir: Path) -> Path:
@@ -70,6 +75,22 @@ def write_analysis_summaries(records: Sequence[RunRecord], out_dir: Path) -> lis
     return [write_csv(scalars, out_dir / SCALARS_FILE), write_csv(aggregate_scalars(scalars), out_dir / ANALYSIS_AGGREGATE_FILE)]
 
 
+def write_training(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
+    """train_runs.csv (one row per training run), train_aggregate.csv (over seeds) and
+    training_by_hops.png (validation accuracy by hops and heuristic-wrong against the step, mean
+    over seeds with the band between the lowest and highest run) when any training run is among
+    `records`; the paths written."""
+    runs = train_runs_table(records)
+    if runs.empty:
+        return []
+    files = [write_csv(runs, out_dir / TRAIN_RUNS_FILE), write_csv(aggregate_training(records), out_dir / TRAIN_AGGREGATE_FILE)]
+    bands = history_bands(records)
+    if bands:
+        figure = plot_training_bands(bands, f"validation accuracy over training ({len(runs)} training runs)")
+        files.append(write_figure(figure, out_dir / TRAINING_COMPARE_PLOT_FILE, dpi=110))
+    return files
+
+
 def log_to_wandb(settings: Any, outcome: Any) -> None:
     """The comparison's tables, plots and files as a W&B run (job_type compare)."""
     from bindexp.runs.tracking import Destination, Tracker
@@ -87,6 +108,8 @@ def log_to_wandb(settings: Any, outcome: Any) -> None:
         for path in outcome.files:
             if path.suffix == ".png":
                 tracker.log_image(path.stem, path)
+        if not outcome.training.empty:
+            tracker.log_table("train_runs", outcome.training.astype(object).where(outcome.training.notna(), None))
         tracker.set_summary({"runs": int(outcome.tidy["run_id"].nunique()) if not outcome.tidy.empty else 0,
-                             "patch_groups": len(outcome.grids)})
+                             "patch_groups": len(outcome.grids), "training_runs": len(outcome.training)})
         tracker.log_artifact("compare", [p for p in outcome.files if p.is_file()], settings.model_dump(mode="json"))

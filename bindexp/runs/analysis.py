@@ -23,9 +23,9 @@ from bindexp.io.streams import write_lines
 from bindexp.io.tables import write_csv, write_figure
 from bindexp.models.cache import ModelCache
 from bindexp.models.loading import LoadedModel, check_model_name
-from bindexp.runs.pairs import candidate_pairs, choose_pairs, patch_shots
+from bindexp.runs.pairs import candidate_pairs, check_pair_lengths, choose_pairs, patch_shots
 from bindexp.runs.settings import PairSettings
-from bindexp.runs.tracking import Tracker
+from bindexp.runs.tracking import Tracker, check_run_folder
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 from bindexp.tasks.prompts import require_answer_next
@@ -119,7 +119,9 @@ def prepare(settings: PairSettings, cache: ModelCache) -> tuple[LoadedModel, lis
     require_answer_next(settings.template)
     shots = patch_shots(settings)
     candidate_pairs(settings, 1, shots)
+    check_run_folder(settings)
     lm = cache.get(settings.model, **settings.model_kwargs())
+    check_pair_lengths(lm, settings, shots)
     return lm, shots
 
 

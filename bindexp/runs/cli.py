@@ -5,27 +5,27 @@ Imports no torch, so sweep, compare and agent scripts start fast.
 
 from __future__ import annotations
 
-import os
+import errno
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 
-from bindexp.errors import BindexpError, InputError
+from bindexp.errors import BindexpError
 from bindexp.runs.settings import parse_settings
 
 S = TypeVar("S")
 
 EXIT_BAD_INPUT = 2
 EXIT_OUT_OF_MEMORY = 3
+EXIT_NO_SPACE = 4
 
 
 def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequence[str] | None) -> int:
     """Parse `argv` into `settings_cls` and call `runner`; return the exit status: the runner's
-    own (None counts as 0), 2 for a BindexpError, 3 for running out of memory."""
+    own (None counts as 0), 2 for a BindexpError, 3 for running out of memory, 4 for a full disk."""
     try:
         with sigterm_raises():
             return runner(parse_settings(settings_cls, argv)) or 0
@@ -35,6 +35,12 @@ def run_cli(settings_cls: type[S], runner: Callable[[S], int | None], argv: Sequ
     except BindexpError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"error: no space left on device{where}; what was written before is kept", file=sys.stderr)
+        return EXIT_NO_SPACE
     except MemoryError:
         print("error: out of memory; lower --batch_size or use a smaller model", file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
@@ -71,14 +77,3 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def check_writable_folder(path: str | Path, option: str) -> None:
-    """Raise InputError unless `path` is a writable folder or can be made one; creates nothing."""
-    existing = Path(os.path.abspath(path))
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{option}={path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option}={path}: {existing} is not writable")

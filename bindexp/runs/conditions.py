@@ -62,11 +62,22 @@ def _draw(settings: ConditionsGroup, seq_len: int, exclude: set[str], options: d
         n *= 2
 
 
+def condition_prompts(lm: LoadedModel, condition: Condition, settings: ConditionsGroup) -> list[str]:
+    """The prompts the model is shown for a condition's programs (few-shot, template, chat)."""
+    prompts = [build_prompt(p, condition.shots, settings.template) for p in condition.programs]
+    return [render_chat(lm.tokenizer, prompt) for prompt in prompts] if settings.chat else prompts
+
+
+def check_prompt_lengths(lm: LoadedModel, conditions: list[Condition], settings: ConditionsGroup) -> None:
+    """Every prompt against the model's position limit, before any forward (one line naming it)."""
+    for condition in conditions:
+        prompts = condition_prompts(lm, condition, settings)
+        lm.check_lengths(len(ids) for ids in lm.tokenizer(prompts)["input_ids"])
+
+
 def score_condition(lm: LoadedModel, condition: Condition, settings: ConditionsGroup) -> list[Score]:
     spec = get_task(settings.task)
-    prompts = [build_prompt(p, condition.shots, settings.template) for p in condition.programs]
-    if settings.chat:
-        prompts = [render_chat(lm.tokenizer, prompt) for prompt in prompts]
+    prompts = condition_prompts(lm, condition, settings)
     answers = [p.answer for p in condition.programs]
     common = dict(batch_size=settings.batch_size, progress=settings.progress)
     template = template_spec(settings.template)

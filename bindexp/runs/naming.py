@@ -94,6 +94,19 @@ def run_identity(job_type: str, settings: Mapping[str, Any], user_tags: Sequence
     return RunIdentity(" ".join(str(p) for p in parts if p not in (None, "")), _tags(tags), config)
 
 
+def check_run_name(name: str | None) -> str | None:
+    """A run name given by the user is a name, never a path: it names the run's folder inside
+    `--output_dir` when W&B is off, so a separator, `.` / `..`, a leading dot or a control
+    character is refused (ValueError, one line)."""
+    if name is None:
+        return None
+    if (not name.strip() or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\")
+            or any(ord(c) < 32 for c in name) or len(name) > 128):
+        raise ValueError(f"run_name {name!r} is not a plain name: no path separators, no leading dot, "
+                         "at most 128 characters (it names the run's folder inside output_dir)")
+    return name
+
+
 def slug(text: str) -> str:
     """Text as an artifact name or alias: letters, digits, `-`, `_`, `.` only (`Qwen/Qwen3` -> `Qwen-Qwen3`)."""
     return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9_.-]", "-", text)).strip("-")

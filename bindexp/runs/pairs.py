@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bindexp.errors import ModelError, TaskError
+from bindexp.interventions.engine.plan import pair_prompts
 from bindexp.interventions.engine.selection import select_pairs
-from bindexp.io.folder import check_writable_dir
 from bindexp.models.loading import LoadedModel, check_model_name
 from bindexp.runs.settings import PairSettings, ProgramGroup
+from bindexp.runs.tracking import check_run_folder
 from bindexp.tasks.counterfactuals import CounterfactualPair, check_pair_request, make_counterfactual, make_pairs
 from bindexp.tasks.program import Program, derive_rng
 from bindexp.tasks.programs_file import read_programs_file
@@ -109,6 +110,13 @@ def with_file_prompt_settings(settings: S) -> S:
     return settings.model_copy(update=updates)
 
 
+def check_pair_lengths(lm: LoadedModel, settings: PairSettings, shots: list[Program], n: int = 8) -> None:
+    """The first `n` candidate pairs' prompts against the model's position limit, before any forward or
+    W&B run (every prompt is checked again before its own forward)."""
+    prompts = [text for pair in candidate_pairs(settings, n, shots) for text in pair_prompts(pair, shots, settings.template)]
+    lm.check_lengths(len(ids) for ids in lm.tokenizer(prompts)["input_ids"])
+
+
 def check_layers(settings: Any, n_layers: int) -> None:
     """A patch method's layers and knockout window against the model's layers."""
     bad = [layer for layer in settings.layers or [] if not 0 <= layer < n_layers]
@@ -126,5 +134,5 @@ def checked_request(settings: PairSettings) -> tuple[PairSettings, list[Program]
     require_answer_next(settings.template)  # also refuses unknown templates
     shots = patch_shots(settings)  # impossible requests fail here, before any model or W&B work
     candidate_pairs(settings, 1, shots)
-    check_writable_dir(settings.output_dir)
+    check_run_folder(settings)
     return settings, shots

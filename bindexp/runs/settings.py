@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, Settings
 
 from bindexp.errors import BindexpError
 from bindexp.interventions.methods import METHOD_NAMES
+from bindexp.runs.naming import check_run_name
 from bindexp.tasks import DEFAULT_TASK, MAX_HOPS
 from bindexp.tasks.registry import get_task, patchable_tasks
 from bindexp.vocab import Dtype, GridColumns, Quantization, Scoring, Site, WandbMode
@@ -122,9 +123,17 @@ class WandbGroup(Settings):
     sweep: str | None = Field(None, description="the local sweep this run belongs to (set by scripts/sweep_local.py)")
     output_dir: str = Field("outputs", description="local results when W&B is disabled or fails")
 
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_name(cls, name: str | None) -> str | None:
+        return check_run_name(name)
+
 
 class RunSettings(RunGroup, WandbGroup, ModelGroup):
     """What a run of a loaded model shares: the model, the seed, and where results go."""
+
+
+TASK_OPTION_FIELDS = frozenset({"hops", "distractor_chains", "max_distractor_depth", "rebinding", "spacing"})
 
 
 class ProgramGroup(Settings):
@@ -148,6 +157,18 @@ class ProgramGroup(Settings):
         spec = get_task(self.task)
         return {name: getattr(self, name) for name in spec.option_names()
                 if name not in spec.axes and name in type(self).model_fields}
+
+    @model_validator(mode="after")
+    def _no_option_the_task_ignores(self) -> ProgramGroup:
+        """A task option given explicitly (--hops, --rebinding, --spacing ...) that the task does not
+        take would be recorded and ignored: refused instead."""
+        spec = get_task(self.task)
+        unused = sorted(name for name in TASK_OPTION_FIELDS & self.model_fields_set
+                        if name not in spec.option_names() and name not in spec.axes)
+        if unused:
+            raise ValueError(f"task {self.task!r} does not use {', '.join(unused)} (it takes "
+                             f"{', '.join(spec.option_names()) or 'no options'}): leave {unused[0]} out")
+        return self
 
 
 class ConditionsGroup(ProgramGroup):

@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bindexp.io.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce
+from bindexp.errors import InputError
+from bindexp.io.folder import ERROR_FILE, SUMMARY_FILE, RunFolder, announce, check_writable_dir
+from bindexp.io.locks import FolderLock
 from bindexp.runs.naming import PROVENANCE_KEY, artifact_name, provenance, run_identity, slug
 from bindexp.runs.settings import WandbGroup
 
@@ -102,10 +104,13 @@ class Tracker:
     tree); `destination` says where the run goes, by default the destination fields of a
     `WandbGroup`. The run is named and tagged from its settings (`bindexp.runs.naming`) unless
     `run_name` is given (`name_defaults`: values the name and tags take for settings the job does not
-    have); a programs file or a local model it reads is declared as an input."""
+    have); a programs file or a local model it reads is declared as an input. A local run folder
+    (W&B off or failing) is held for the run (`claim_run_folder`): refused while another process
+    writes there or when it holds a run already, unless this run `continues` one of its job type."""
 
     def __init__(self, settings: BaseModel, job_type: str, config: dict[str, Any] | None = None,
-                 destination: Destination | None = None, name_defaults: dict[str, Any] | None = None):
+                 destination: Destination | None = None, name_defaults: dict[str, Any] | None = None,
+                 continues: bool = False):
         if destination is None:
             if not isinstance(settings, WandbGroup):
                 raise TypeError(f"{type(settings).__name__} has no W&B settings (WandbGroup): pass destination=")
@@ -122,12 +127,14 @@ class Tracker:
         self.extra = dict(extra)
         if self.mode != "disabled":
             self.run = self._call(lambda: self._init(destination, {**dumped, **extra}))
+        self._lock: FolderLock | None = None
         if self.run is not None:
-            self.out_dir = Path(self.run.dir)
+            self.out_dir = Path(self.run.dir)  # W&B's own folder, new for every run
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             name = destination.run_name or f"{job_type}-{stamp}-{secrets.token_hex(3)}"
             self.out_dir = Path(destination.output_dir) / name
+            self._lock = claim_run_folder(self.out_dir, job_type, self.name, continues)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.folder = RunFolder(self.out_dir)
         self.folder.write_config(job_type, dumped, extra)
@@ -275,8 +282,27 @@ class Tracker:
         aliases += [f"seed{self.settings['seed']}"] if self.settings.get("seed") is not None else []
         return [a for a in dict.fromkeys(aliases) if a]
 
+    def fetch_input_artifact(self, name: str, kind: str) -> Path:
+        """Download the W&B artifact `name` (e.g. `subspace-smollm2-135m:latest`) as this run's input
+        (`use_artifact`: the run's lineage shows it) into `<run folder>/inputs/<kind>`, and record it
+        in the config's `inputs`; only an online run can (InputError otherwise, or if W&B fails)."""
+        from bindexp.errors import InputError
+
+        if self.run is None or self.mode != "online":
+            raise InputError(f"{name!r} is not a local file or folder, and only an online W&B run can fetch an "
+                             "artifact by name")
+        try:
+            artifact = self.run.use_artifact(name)
+            path = Path(artifact.download(root=str(self.out_dir / "inputs" / kind)))
+        except Exception as err:  # noqa: BLE001 - any W&B failure here is the input missing
+            raise InputError(f"could not fetch the W&B artifact {name!r}: {str(err).splitlines()[0]}") from None
+        self.update_config({"inputs": {**self.extra.get("inputs", {}),
+                                       kind: {"artifact": name, "path": str(path), "digest": input_digest(path)}}})
+        return path
+
     def declare_inputs(self) -> None:
-        """A programs file or a local model (a checkpoint directory, a .gguf file) the run reads:
+        """A programs file, a local model (a checkpoint directory, a .gguf file) or a subspaces file or
+        folder (`subspace_from`) the run reads:
         its path and digest in the config (`inputs`), and with W&B online an input artifact
         (`use_artifact`, a reference to the local path) so the run's lineage shows it. Offline
         runs cannot declare inputs (W&B refuses `use_artifact` offline): the config keeps them."""
@@ -287,6 +313,9 @@ class Tracker:
         model = self.settings.get("model")
         if isinstance(model, str) and (Path(model).is_dir() or model.endswith(".gguf")) and Path(model).exists():
             inputs["model"] = Path(model)
+        subspace = self.settings.get("subspace_from")
+        if isinstance(subspace, str) and Path(subspace).exists():
+            inputs["subspace"] = Path(subspace)
         if not inputs:
             return
         described = {kind: {"path": str(path.resolve()), "digest": input_digest(path)} for kind, path in inputs.items()}
@@ -315,6 +344,8 @@ class Tracker:
         return path
 
     def finish(self, exit_code: int = 0) -> None:
+        if self._lock is not None:
+            self._lock.release()
         if self.run is None:
             print(f"results: {self.out_dir}")
             return
@@ -331,5 +362,35 @@ class Tracker:
         if exc is not None:  # the reason goes into the run, so a sweep's failed runs explain themselves
             reason = f"{exc_type.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             self.set_summary({"error": reason})
-            self.folder.write_json(ERROR_FILE, {"error": reason})
+            try:
+                self.folder.write_json(ERROR_FILE, {"error": reason})
+            except OSError:  # a full disk: the exception on its way out says what happened
+                pass
         self.finish(exit_code=0 if exc_type is None else 1)
+
+
+def claim_run_folder(folder: Path, job_type: str, name: str, continues: bool = False) -> FolderLock:
+    """Lock a local run folder for this run: refused (one line) while another process writes there,
+    and when it holds a finished run already, unless this run `continues` one of the same job type
+    (a resumed training)."""
+    lock = FolderLock.acquire(folder, "run folder", f"{job_type} run {name!r}")
+    existing = RunFolder(folder)
+    if existing.is_run() and not (continues and existing.job_type == job_type):
+        lock.release()
+        raise _taken(existing)
+    return lock
+
+
+def _taken(folder: RunFolder) -> InputError:
+    return InputError(f"run folder {folder.path} already holds a run (job {folder.job_type or 'unknown'}); "
+                      "choose another --run_name or --output_dir")
+
+
+def check_run_folder(settings: WandbGroup, continues: str | None = None) -> None:
+    """Before any model loads: `output_dir` is writable and, with W&B off and a `run_name` given,
+    its folder there holds no run yet (or one of the job type `continues`, e.g. a resumed training)."""
+    check_writable_dir(settings.output_dir)
+    if settings.run_name and settings.wandb_mode == "disabled":
+        folder = RunFolder(Path(settings.output_dir) / settings.run_name)
+        if folder.is_run() and not (continues is not None and folder.job_type == continues):
+            raise _taken(folder)

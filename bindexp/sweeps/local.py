@@ -10,11 +10,15 @@ the interpreter the YAML names replaced by this one. Runs are grouped under the 
 runs that finished (resume after a kill) and runs the failed ones again. Each run tells where its
 folder is through a pointer file this runner names (`bindexp.io.folder.announce`), beside its log.
 
-Before the first run, every configuration is checked against the settings class of the script it
-runs (one line per bad parameter, nothing run) and `--output_dir` must be writable. One process at
-a time runs a sweep: it holds an exclusive lock on `state.lock` beside `state.json` (a second
-process refuses with one line; the kernel drops the lock however the holder ends). Each run gets
-SIGTERM when the runner dies, even by SIGKILL (Linux parent-death signal), so no run outlives it.
+Before the first run: the command must run a bindexp script (`<python> scripts/<job>.py ...`;
+anything else only with `--allow_any_command=True`), the sweep may not have more configurations
+than `--max_configurations`, every configuration is checked against the settings class of the
+script it runs (one line per bad parameter, nothing run) and `--output_dir` must be writable. A dry
+run prints each command line as soon as its configuration is checked. One process at a time runs a
+sweep: it holds the lock on `state.lock` beside `state.json` (`bindexp.io.locks`; a second process
+refuses with one line naming the holder; the kernel drops the lock however the holder ends). Each
+run gets SIGTERM when the runner dies, even by SIGKILL (Linux parent-death signal), so no run
+outlives it.
 """
 
 from __future__ import annotations
@@ -33,14 +37,16 @@ from typing import Any, Literal, TextIO
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliPositionalArg, SettingsConfigDict
 
-from bindexp.io.folder import POINTER_ENV, read_pointer
-from bindexp.runs.cli import check_writable_folder
+from bindexp.io.folder import POINTER_ENV, check_writable_dir, read_pointer, replace_text
+from bindexp.io.locks import FolderLock
 from bindexp.sweeps.spec import (
+    ConfigurationCheck,
     SweepError,
     agent_args,
     agent_command,
     configuration_problems,
     expand,
+    foreign_command,
     load_sweep,
     sweep_folder_name,
     with_interpreter,
@@ -49,7 +55,7 @@ from bindexp.vocab import WandbMode
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
-EXIT_MEANINGS = {2: "bad input", 3: "out of memory", -9: "killed", -15: "terminated", 143: "terminated"}
+EXIT_MEANINGS = {2: "bad input", 3: "out of memory", 4: "disk full", -9: "killed", -15: "terminated", 143: "terminated"}
 
 
 class LocalSweepSettings(BaseSettings):
@@ -67,6 +73,9 @@ class LocalSweepSettings(BaseSettings):
     output_dir: str = Field("outputs/sweeps", description="state and logs go to <output_dir>/<sweep name>/")
     rerun_failed: bool = Field(True, description="run again the runs that failed last time")
     dry_run: bool = Field(False, description="print the command lines and run nothing")
+    max_configurations: int = Field(1000, ge=1, description="refuse a sweep of more configurations than this")
+    allow_any_command: bool = Field(False, description="run a command that is not a bindexp script (the YAML's "
+                                                       "command runs as you: only for sweep files you trust)")
 
 
 @dataclasses.dataclass
@@ -108,13 +117,20 @@ def run_keys(arg_lists: list[list[str]]) -> list[str]:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The sweep's state.json ({} when there is none); SweepError naming the file when it is damaged."""
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SweepError(f"{path}: not a readable sweep state ({err}); move it away to run the sweep afresh") from None
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+        raise SweepError(f"{path}: not a sweep state (a JSON object of runs); move it away to run the sweep afresh")
+    return state
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(path)  # atomic: a kill never leaves half a state file
+    replace_text(path, json.dumps(state, indent=1))  # atomic: a kill never leaves half a state file
 
 
 def child_env(name: str, wandb_mode: str) -> dict[str, str]:
@@ -137,20 +153,31 @@ def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> 
     out = out or sys.stdout
     config = load_sweep(settings.sweep)
     name = str(config["name"])
-    runs = expand(config, seed=settings.seed, count=settings.count)
-    check_configurations(config, runs, settings.sweep)
-    arg_lists = [agent_args(params)["args"] for params in runs]
-    commands = [with_interpreter(agent_command(config, params), sys.executable) for params in runs]
+    runs = expand(config, seed=settings.seed, count=settings.count, limit=settings.max_configurations)
+    check_command(config, runs[0], settings)
     folder = Path(settings.output_dir) / sweep_folder_name(name)
+    state = load_state(folder / STATE_FILE)
+    if settings.dry_run:
+        return _dry_run(config, runs, state, folder, settings.sweep, out)
+    check_configurations(config, runs, settings.sweep)
     if folder.name != name:
         print(f"note: sweep {name!r} keeps its state in {folder}", file=out, flush=True)
-    check_writable_folder(Path(settings.output_dir), "--output_dir")
-    lock = None if settings.dry_run else SweepLock(folder, name)
-    state_path = folder / STATE_FILE
-    state = load_state(state_path)
+    check_writable_dir(settings.output_dir, "output_dir")
+    with FolderLock.acquire(folder, "sweep folder", f"sweep {name!r}", LOCK_FILE):
+        state = load_state(folder / STATE_FILE)  # as the last holder left it
+        report = _run_all(settings, config, runs, state, folder, out)
+    _print_report(report, out)
+    return report
+
+
+def _run_all(settings: LocalSweepSettings, config: dict[str, Any], runs: list[dict[str, Any]],
+             state: dict[str, Any], folder: Path, out: TextIO) -> SweepReport:
+    name, state_path = str(config["name"]), folder / STATE_FILE
+    arg_lists = [agent_args(params)["args"] for params in runs]
     outcomes = []
     started = 0
-    for index, (key, args, command) in enumerate(zip(run_keys(arg_lists), arg_lists, commands), start=1):
+    for index, (key, args, params) in enumerate(zip(run_keys(arg_lists), arg_lists, runs), start=1):
+        command = with_interpreter(agent_command(config, params), sys.executable)
         outcome = RunOutcome(index, args, command, "pending")
         outcomes.append(outcome)
         previous = state.get(key, {})
@@ -158,9 +185,6 @@ def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> 
         if previous.get("status") == "finished" or (previous.get("status") == "failed" and not settings.rerun_failed):
             outcome.status, outcome.run_dir = "skipped", previous.get("run_dir")
             print(f"{tag} skipped ({previous['status']} before): {' '.join(args)}", file=out, flush=True)
-            continue
-        if settings.dry_run:
-            print(f"{tag} {shlex.join(command)}", file=out, flush=True)
             continue
         if settings.max_runs is not None and started >= settings.max_runs:
             continue
@@ -178,43 +202,44 @@ def run_local_sweep(settings: LocalSweepSettings, out: TextIO | None = None) -> 
             "args": args, "log": str(log), "run_dir": outcome.run_dir, "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         _save_state(state_path, state)
-    report = SweepReport(name, state_path, outcomes)
-    if not settings.dry_run:
-        _print_report(report, out)
-    if lock is not None:
-        lock.release()
-    return report
+    return SweepReport(name, state_path, outcomes)
+
+
+def _dry_run(config: dict[str, Any], runs: list[dict[str, Any]], state: dict[str, Any], folder: Path, source: str,
+             out: TextIO) -> SweepReport:
+    """Each command line as soon as its configuration is checked (bad values listed at the end)."""
+    check = ConfigurationCheck(config)
+    problems = check.unknown_names()
+    arg_lists = [agent_args(params)["args"] for params in runs]
+    outcomes = []
+    for index, (key, args, params) in enumerate(zip(run_keys(arg_lists), arg_lists, runs), start=1):
+        command = with_interpreter(agent_command(config, params), sys.executable)
+        outcomes.append(RunOutcome(index, args, command, "pending"))
+        problems += [line for line in check.problems(params) if line not in problems]
+        previous = state.get(key, {}).get("status")
+        done = f"skipped ({previous} before): " if previous in ("finished", "failed") else ""
+        print(f"[{index}/{len(runs)}] {done}{' '.join(args) if done else shlex.join(command)}", file=out, flush=True)
+    _raise_problems(problems, source)
+    return SweepReport(str(config["name"]), folder / STATE_FILE, outcomes)
+
+
+def check_command(config: dict[str, Any], params: dict[str, Any], settings: LocalSweepSettings) -> None:
+    """The runner runs bindexp scripts only, unless --allow_any_command=True (see the module doc)."""
+    why = foreign_command(agent_command(config, params))
+    if why is not None and not settings.allow_any_command:
+        raise SweepError(f"{settings.sweep}: the command does not run a bindexp script: {why}; "
+                         "run it anyway with --allow_any_command=True")
 
 
 def check_configurations(config: dict[str, Any], runs: list[dict[str, Any]], source: str) -> None:
     """Raise SweepError (one line per bad parameter) when a configuration fails the script's settings."""
-    problems = configuration_problems(config, runs)
+    _raise_problems(configuration_problems(config, runs), source)
+
+
+def _raise_problems(problems: list[str], source: str) -> None:
     if problems:
         raise SweepError(f"{source}: {len(problems)} bad parameter value(s); nothing was run\n  "
                          + "\n  ".join(problems))
-
-
-class SweepLock:
-    """An exclusive `fcntl.flock` on <folder>/state.lock while this process runs the sweep. A second
-    process refuses at once; the kernel releases the lock when the holder ends, however it ends."""
-
-    def __init__(self, folder: Path, name: str):
-        import fcntl
-
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / LOCK_FILE
-        self._handle = open(self.path, "a")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._handle.close()
-            raise SweepError(f"sweep {name!r} is already being run by another process (lock {self.path} is held); "
-                             "wait for it to finish or use another --output_dir") from None
-        self._handle.write(f"{os.getpid()}\n")
-        self._handle.flush()
-
-    def release(self) -> None:
-        self._handle.close()  # closing the file drops the lock
 
 
 _LIBC: Any = None

@@ -15,7 +15,7 @@ import math
 import os
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,44 +191,82 @@ def sweep_folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).lstrip(".") or "sweep"
 
 
+def script_job(program: str | None) -> str | None:
+    """The job of a bindexp script (`scripts/eval.py` -> `eval`), named relative to the checkout or by
+    any path that leads to it; None for anything else (a relative path that exists here but is not
+    the checkout's script is not ours either)."""
+    if not program:
+        return None
+    path = Path(program)
+    checkout = Path(__file__).resolve().parents[2]
+    if not path.is_absolute() and not path.exists():
+        return SCRIPT_JOBS.get(path.as_posix())
+    try:
+        return SCRIPT_JOBS.get(path.resolve().relative_to(checkout).as_posix())
+    except ValueError:
+        return None
+
+
 def settings_class(config: dict[str, Any]) -> type[BaseSettings] | None:
     """The settings class the sweep's program parses its arguments into, if it is ours."""
-    program = sweep_program(config)
-    job = SCRIPT_JOBS.get(Path(program).as_posix()) if program else None
+    job = script_job(sweep_program(config))
     return JOBS[job].settings_class() if job else None
 
 
-def configuration_problems(config: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+def foreign_command(argv: list[str]) -> str | None:
+    """Why a run's command line (`agent_command`) does not run a bindexp script with its arguments
+    (None when it does): it must be `[/usr/bin/env] <python> scripts/<job>.py ...`."""
+    start = 1 if argv and argv[0] == "/usr/bin/env" else 0
+    if len(argv) <= start + 1 or not _PYTHON.match(Path(argv[start]).name):
+        return f"it runs {argv[start] if len(argv) > start else 'nothing'!r}, not a Python interpreter"
+    if script_job(argv[start + 1]) is None:
+        return f"{argv[start + 1]!r} is not a bindexp script ({', '.join(sorted(SCRIPT_JOBS))})"
+    return None
+
+
+def configuration_problems(config: dict[str, Any], runs: Iterable[dict[str, Any]]) -> list[str]:
     """One line per bad parameter (name or value) among `runs`, checked against the settings class of
     the sweep's script; [] when every configuration parses, or when the script is not one of ours."""
-    from pydantic import ValidationError
-    from pydantic_settings import CliApp, SettingsError
-
-    cls = settings_class(config)
-    if cls is None:
-        return []
-    where = f"{sweep_program(config)} ({cls.__name__})"
-    names = list(config.get("parameters") or {})
-    problems = [f"parameters.{n}: not a setting of {where}" for n in names if n not in cls.model_fields]
-    seen: set[str] = set()
+    check = ConfigurationCheck(config)
+    problems = check.unknown_names()
     for params in runs:
-        known = {k: v for k, v in params.items() if k in cls.model_fields}
+        problems += [line for line in check.problems(params) if line not in problems]
+    return problems
+
+
+class ConfigurationCheck:
+    """A sweep's configurations against its script's settings class (nothing to check when the
+    script is not ours): `unknown_names()`, the parameters the script does not have;
+    `problems(params)`, one line per bad value in one configuration."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.cls = settings_class(config)
+        self.where = f"{sweep_program(config)} ({self.cls.__name__})" if self.cls is not None else ""
+        self.names = list(config.get("parameters") or {})
+
+    def unknown_names(self) -> list[str]:
+        if self.cls is None:
+            return []
+        return [f"parameters.{n}: not a setting of {self.where}" for n in self.names if n not in self.cls.model_fields]
+
+    def problems(self, params: dict[str, Any]) -> list[str]:
+        from pydantic import ValidationError
+        from pydantic_settings import CliApp, SettingsError
+
+        if self.cls is None:
+            return []
+        known = {k: v for k, v in params.items() if k in self.cls.model_fields}
+        problems: list[str] = []
         try:
-            CliApp.run(cls, cli_args=agent_args(known)["args"])
+            CliApp.run(self.cls, cli_args=agent_args(known)["args"])
         except ValidationError as err:
             for error in err.errors():
                 name = str(error["loc"][0]) if error["loc"] else ""
-                line = (f"parameters.{name}={known[name]!r}: {error['msg']}" if name in known
-                        else f"{agent_args(known)['args']}: {error['msg']}")
-                if line not in seen:
-                    seen.add(line)
-                    problems.append(line)
+                problems.append(f"parameters.{name}={known[name]!r}: {error['msg']}" if name in known
+                                else f"{agent_args(known)['args']}: {error['msg']}")
         except SettingsError as err:
-            line = f"{agent_args(known)['args']}: {str(err).splitlines()[0]}"
-            if line not in seen:
-                seen.add(line)
-                problems.append(line)
-    return problems
+            problems.append(f"{agent_args(known)['args']}: {str(err).splitlines()[0]}")
+        return list(dict.fromkeys(problems))
 
 
 def parameter_values(spec: dict[str, Any]) -> list[Any]:
@@ -240,13 +278,30 @@ def parameter_values(spec: dict[str, Any]) -> list[Any]:
     raise SweepError(f"grid search needs value or values, got {sorted(spec)}")
 
 
-def expand(config: dict[str, Any], *, seed: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+def expand(config: dict[str, Any], *, seed: int = 0, count: int | None = None,
+           limit: int | None = None) -> list[dict[str, Any]]:
     """The parameter sets of a sweep: the full grid (first `count` if given), or `count` random draws.
 
     Grid order is the parameters' order in the file, the last one varying fastest. Random search
     draws with `random.Random(seed)`, so the same seed gives the same runs (and resumes). `count`
-    defaults to the file's `run_cap`; random search needs one of them.
+    defaults to the file's `run_cap`; random search needs one of them. `limit`: refuse (one line)
+    a sweep of more configurations than that, before any is made.
     """
+    return list(iter_configurations(config, seed=seed, count=count, limit=limit))
+
+
+def configuration_count(config: dict[str, Any], count: int | None = None) -> int:
+    """How many configurations `expand` gives, without making them."""
+    count = count if count is not None else config.get("run_cap")
+    if config.get("method") != "grid":
+        return count or 0
+    total = math.prod(len(parameter_values(spec)) for spec in config["parameters"].values())
+    return total if count is None else min(count, total)
+
+
+def iter_configurations(config: dict[str, Any], *, seed: int = 0, count: int | None = None,
+                        limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """`expand`, one configuration at a time (the checks on the file and the limit come first)."""
     problems = check_sweep(config, strict=False)
     if problems:
         raise SweepError(problems[0])
@@ -255,15 +310,25 @@ def expand(config: dict[str, Any], *, seed: int = 0, count: int | None = None) -
     count = count if count is not None else config.get("run_cap")
     if method == "bayes":
         raise SweepError("bayes search needs W&B's sweep controller (a server); use method grid or random locally")
+    if method != "grid" and count is None:
+        raise SweepError("random search needs a count (--count or run_cap in the file)")
+    total = configuration_count(config, count)
+    if limit is not None and total > limit:
+        raise SweepError(f"the sweep has {total:,} configurations, more than --max_configurations={limit:,}; "
+                         "narrow its parameters, run the first N with --count=N, or raise --max_configurations")
+    return _configurations(parameters, method, seed, count)
+
+
+def _configurations(parameters: dict[str, dict[str, Any]], method: str, seed: int,
+                    count: int | None) -> Iterator[dict[str, Any]]:
     if method == "grid":
         names = list(parameters)
         grid = itertools.product(*(parameter_values(parameters[n]) for n in names))
-        runs = [dict(zip(names, values)) for values in grid]
-        return runs if count is None else runs[:count]
-    if count is None:
-        raise SweepError("random search needs a count (--count or run_cap in the file)")
+        yield from (dict(zip(names, values)) for values in itertools.islice(grid, count))
+        return
     rng = random.Random(seed)
-    return [{name: _draw(spec, rng) for name, spec in parameters.items()} for _ in range(count)]
+    for _ in range(count or 0):
+        yield {name: _draw(spec, rng) for name, spec in parameters.items()}
 
 
 def _draw(spec: dict[str, Any], rng: random.Random) -> Any:

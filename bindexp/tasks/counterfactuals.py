@@ -21,15 +21,21 @@ class CounterfactualPair:
     original: Program
     counterfactual: Program
     kind: str
-    changed_at: int  # character offset of the edit
+    changed_at: int  # character offset of the (first) edit
+    line_map: tuple[int, ...] | None = None  # the original's line i is the counterfactual's line_map[i] (None: same)
 
     @property
     def answers(self) -> tuple[Any, Any]:
         return self.original.answer, self.counterfactual.answer
 
+    def counterfactual_line(self, line: int) -> int:
+        """The counterfactual's line holding what the original's `line` holds."""
+        return line if self.line_map is None else self.line_map[line]
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "changed_at": self.changed_at, "original": self.original.text,
-                "counterfactual": self.counterfactual.text, "answers": list(map(str, self.answers))}
+        record = {"kind": self.kind, "changed_at": self.changed_at, "original": self.original.text,
+                  "counterfactual": self.counterfactual.text, "answers": list(map(str, self.answers))}
+        return record if self.line_map is None else {**record, "line_map": list(self.line_map)}
 
 
 def make_counterfactual(program: Program, kind: str, rng) -> CounterfactualPair | None:
@@ -41,18 +47,29 @@ def make_counterfactual(program: Program, kind: str, rng) -> CounterfactualPair 
     """
     spec = get_task(program.task)
     declared = spec.counterfactual(kind)
-    edit = declared.edit(program, rng)
-    if edit is None:
-        return None
-    at, char = edit
-    counterfactual = spec.reanalyse(program, replace_char(program.text, at, char))
+    line_map = None
+    if declared.rewrite is not None:
+        rewritten = declared.rewrite(program, rng)
+        if rewritten is None:
+            return None
+        text, line_map = rewritten
+        if len(text) != len(program.text) or text == program.text:
+            raise TaskError(f"the {kind} rewrite must change the text and keep its length (spans and tokens align)")
+        at = next(i for i, (a, b) in enumerate(zip(program.text, text)) if a != b)
+    else:
+        edit = declared.edit(program, rng)
+        if edit is None:
+            return None
+        at, char = edit
+        text = replace_char(program.text, at, char)
+    counterfactual = spec.reanalyse(program, text)
     counterfactual = dataclasses.replace(counterfactual, seed=program.seed, meta={**counterfactual.meta,
                                                                                   "draw": program.meta.get("draw")})
     if (counterfactual.answer != program.answer) != declared.changes_answer:
         return None
     if spec.pair_candidates and not {str(program.answer), str(counterfactual.answer)} <= set(spec.pair_candidates):
         return None
-    return CounterfactualPair(program, counterfactual, kind, at)
+    return CounterfactualPair(program, counterfactual, kind, at, line_map)
 
 
 def check_pair_request(task: str, kind: str, options: dict[str, Any]) -> None:

@@ -27,11 +27,15 @@ FileOptions = Mapping[str, "tuple[tuple[type, ...], str]"]
 
 # (program, rng) -> (character offset, replacement character), or None when the program admits no such edit
 Edit = Callable[[Program, Random], "tuple[int, str] | None"]
+# (program, rng) -> (the edited text, of the same length, and the line map: the original's line i is the
+# edited text's line map[i]), or None: an edit of several characters or whole lines (swapping lines, renaming)
+Rewrite = Callable[[Program, Random], "tuple[str, tuple[int, ...]] | None"]
 
 
 @dataclasses.dataclass(frozen=True)
 class CounterfactualKind:
-    """One way to edit a program: which character changes, and whether the answer must change.
+    """One way to edit a program: which character changes (`edit`) or how the text is rewritten
+    (`rewrite`: several characters or whole lines, the length kept), and whether the answer must change.
 
     A pair whose answers coincide when `changes_answer` (or differ when not) is dropped.
     requires(options): raise TaskError when the draw options cannot give such pairs (checked first).
@@ -40,10 +44,11 @@ class CounterfactualKind:
     """
 
     name: str
-    edit: Edit
+    edit: Edit | None
     changes_answer: bool
     requires: Callable[[Mapping[str, Any]], None] | None = None
     edits_value_role: bool = False
+    rewrite: Rewrite | None = None
 
 
 def not_heuristic(program: Program) -> bool:
@@ -100,6 +105,8 @@ class TaskSpec:
     systematic(program): whether a systematic_only run keeps the program.
     check_systematic(seq_len, options): raise TaskError when no program can be systematic.
     causal_model: the hypothesis `locate` tests (None: the task declares none).
+    hypotheses: competing causal models by name (the `hypotheses` job scores them all on the same
+        interventions); the declared `causal_model` among them.
     probe_labels: label name -> (program -> class, number of classes) for the PCA + probe subspace.
     check_file_line(line, program): a programs file line's task-specific facts (TaskError if wrong).
     file_options: the option types a programs file may record (None: the task takes no options).
@@ -122,6 +129,7 @@ class TaskSpec:
     systematic: Callable[[Program], bool] = not_heuristic
     check_systematic: Callable[[int, Mapping[str, Any]], None] | None = None
     causal_model: CausalModel | None = None
+    hypotheses: Mapping[str, CausalModel] = dataclasses.field(default_factory=dict)
     probe_labels: Mapping[str, tuple[Callable[[Program], int], int]] = dataclasses.field(
         default_factory=lambda: {"value": (answer_digit, 10)})
     check_file_line: Callable[[Mapping[str, Any], Program], None] | None = None

@@ -124,9 +124,14 @@ def render_chat(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}
     ]
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-    )
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+    except Exception as err:  # noqa: BLE001 - the template is the model's code: jinja's sandbox refusals, its own raises
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise TaskError(f"the tokenizer's chat template failed ({type(err).__name__}: {first}); "
+                        "run without chat=True or fix the template") from None
 
 
 _INT = re.compile(r"-?\d+")

@@ -14,14 +14,21 @@ but its checkpoints, through `bindexp.io.checkpoints`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bindexp.errors import ModelError
-from bindexp.io.checkpoints import load_weights, read_trainer_files, record_checkpoint, write_checkpoint
+from bindexp.errors import BindexpError, ModelError
+from bindexp.io.checkpoints import (
+    latest_checkpoint,
+    load_weights,
+    read_trainer_files,
+    record_checkpoint,
+    write_checkpoint,
+)
 from bindexp.training.architecture import ArchSpec, n_parameters, new_model, program_tokenizer
 from bindexp.training.data import ProgramData
 from bindexp.training.evaluation import evaluate_sets, heuristic_plateau, is_systematic
@@ -76,9 +83,14 @@ class Trainer:
         """Continue from `checkpoint`: weights, optimizer, schedule, RNG, step, history; returns its state."""
         load_weights(self.model, checkpoint)
         state, optimizer_state, rng_state = read_trainer_files(checkpoint)
-        load_optimizer(self.optimizer, optimizer_state, state["optimizer_param_groups"])
-        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
-        restore_rng(rng_state)
+        try:
+            load_optimizer(self.optimizer, optimizer_state, state["optimizer_param_groups"])
+            self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.optimizer.param_groups)})
+            restore_rng(rng_state)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelError(f"{checkpoint}: its trainer state (optimizer, schedule, RNG) does not fit this "
+                             f"model and settings: {first}") from None
         self.step, self.history, self.best = state["step"], state["history"], state.get("best_metric")
         self.losses = state.get("losses", [])
         self.state = state
@@ -119,7 +131,9 @@ class Trainer:
             self.step = done = step + 1
             bar.update(1)
             if done % plan.log_every == 0 or done == steps:
-                self.losses.append({STEP_KEY: done, "train/loss": float(loss_sum) / loss_n,
+                loss = float(loss_sum) / loss_n  # (the one GPU sync per log row)
+                self._check_finite(done, plan, {"the training loss": loss})
+                self.losses.append({STEP_KEY: done, "train/loss": loss,
                                     "train/lr": self.scheduler.get_last_lr()[0], "train/tokens": done * batch.n_tokens})
                 on_row(self.losses[-1])
                 loss_sum.zero_()
@@ -127,11 +141,13 @@ class Trainer:
             at_checkpoint = done % plan.checkpoint_every == 0 or done == steps
             if done % plan.eval_every == 0 or at_checkpoint:
                 row = {STEP_KEY: done, **self.evaluate()}
+                self._check_finite(done, plan, {key: value for key, value in row.items() if key.endswith("/loss")})
                 self.history.append(row)
                 on_row(row)
                 bar.set_postfix(accuracy=f"{row['validation/accuracy']:.3f}")
                 solved = plan.stop_when_systematic and is_systematic(row)
             if at_checkpoint or solved:
+                self._check_finite(done, plan, {"the training loss": float(loss_sum)}, weights=True)
                 metric = self.history[-1]["validation/accuracy"]
                 is_best = self.best is None or metric > self.best
                 self.best = metric if is_best else self.best
@@ -146,3 +162,19 @@ class Trainer:
                 break
         bar.close()
         return stopped
+
+    def _check_finite(self, step: int, plan: FitPlan, values: dict[str, float], weights: bool = False) -> None:
+        """Raise TrainingDiverged when a value (a loss) or, with `weights`, any parameter is not finite:
+        nothing of this step is recorded or saved, the last good checkpoint stays the latest."""
+        bad = next((f"{name} is {value}" for name, value in values.items() if not math.isfinite(value)), None)
+        if bad is None and weights:
+            finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+            bad = None if bool(finite) else "a weight is not finite"
+        if bad is not None:
+            latest = latest_checkpoint(plan.checkpoint_root)
+            kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written"
+            raise TrainingDiverged(f"training diverged at step {step}: {bad} (lr={self.optim.lr:g}); {kept}")
+
+
+class TrainingDiverged(BindexpError):
+    """The loss or a weight became NaN or infinite (a learning rate too high, ...); one line."""

@@ -203,7 +203,7 @@ def test_the_subspace_runs_whole_residual_iia_is_read_at_its_layer(tiny_llama, l
     """The run's reference (the whole residual patched at the DAS site) is the grid cell at `layer`,
     not the grid's first row: equal to patching that one cell pair by pair."""
     from bindexp.interventions.engine.plan import plan_grid
-    from bindexp.jobs.subspace import resid_patch_hits
+    from bindexp.jobs.subspace_site import resid_patch_hits
 
     plan = plan_grid(tiny_llama, make_pairs("root_value", 24, 6, 7, hops=2), prefix_until="columns")
     hits, n = resid_patch_hits(plan, "final", layer, batch_size=8)

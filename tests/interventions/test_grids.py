@@ -99,3 +99,27 @@ def test_counter_pairs_patch_from_the_notebook_api(tiny_llama, tmp_path):
     edited = grid.labels["role"].index("match_item")
     np.testing.assert_allclose(grid.mean["logit_diff"][0, edited], np.mean([r["ld_cf"] for r in records]), atol=1e-4)
     assert (grid.n[:, edited] == 4).all()
+
+
+def test_bounded_metrics_keep_their_intervals_in_range_and_say_so(tmp_path):
+    from bindexp.interventions.results.grid import GridAccumulator
+
+    accumulator = GridAccumulator(("layer", "role"), {"layer": [0], "role": ["a", "b"]},
+                                  ("p_original", "rank_answer", "logit_diff", "iia"))
+    # cell a: a probability near 0 and a rank near 1 with a wide spread (a t interval leaves the range);
+    # cell b: tight values far from the bounds (nothing to clip)
+    for p, rank, iia in ((1e-9, 1.0, 1.0), (0.4, 900.0, 0.0), (1e-9, 1.0, 0.0)) + ((1e-9, 1.0, 0.0),) * 17:
+        accumulator.add({"p_original": np.array([[p, 0.5]]), "rank_answer": np.array([[rank, 3.0]]),
+                         "logit_diff": np.array([[-5.0 * p, 2.0]]), "iia": np.array([[iia, 1.0]])})
+    grid = accumulator.grid()
+    values = np.array([1e-9, 0.4] + [1e-9] * 18)
+    t_low = values.mean() - 2.093 * values.std(ddof=1) / np.sqrt(20)  # t(0.975, 19) = 2.093 by the table
+    assert t_low < 0 and grid.ci_low["p_original"][0, 0] == 0.0  # clipped at 0, not -0.03
+    assert grid.ci_low["rank_answer"][0, 0] == 1.0 and grid.ci_low["logit_diff"][0, 0] < 0  # unbounded: untouched
+    assert grid.ci_low["p_original"][0, 1] == pytest.approx(0.5)
+    assert grid.info["clipped"] == {"p_original": 1, "rank_answer": 1}
+    frame = grid.to_frame().set_index("role")
+    assert frame.loc["a", "p_original_ci_clipped"] and not frame.loc["b", "p_original_ci_clipped"]
+    assert grid.mean["iia"][0, 0] == 0.05  # successes / n: a streamed mean of these values is 0.05000000000000001
+    write_grid(grid, tmp_path / "g")
+    assert Grid.load(tmp_path / "g").to_frame().set_index("role").loc["a", "rank_answer_ci_clipped"]

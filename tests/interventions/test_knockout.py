@@ -46,7 +46,7 @@ def test_knockout_grid_counts_and_clean_accuracy(tiny_llama):
     grid = knockout_grid(tiny_llama, pairs, sources=["root_value", "chain2_lhs", "query_var"], window=2)
     assert grid.labels["layer"] == list(range(tiny_llama.n_layers - 1))
     assert (grid.n == 3).all()
-    assert set(grid.metrics) == {"p_drop", "logit_drop", "accuracy"}
+    assert set(grid.metrics) == {"p_drop", "ld_drop", "logit_drop", "accuracy"}
 
 
 def test_grid_values_match_direct_knockouts_and_eager_attention(tiny_llama):
@@ -138,3 +138,29 @@ def test_head_edge_knockout_values_equal_single_knockouts(tiny_llama):
             assert values["logit_drop"][pi, ei] == pytest.approx(drop, abs=1e-5)
             assert values["p_drop"][pi, ei] == pytest.approx(
                 float(torch.softmax(clean, -1)[it.answer.original] - torch.softmax(row, -1)[it.answer.original]), abs=1e-6)
+
+
+def test_ld_drop_is_the_answers_margin_over_its_best_competitor_lost(tiny_llama):
+    """By hand: LD = logit(answer) - max over the other nine digits' logits, clean minus knocked,
+    from the two logit vectors of a plain knockout (and on a made-up vector where the numbers are
+    visible)."""
+    import numpy as np
+
+    from bindexp.interventions.engine.plan import plan_grid
+    from bindexp.interventions.methods.knockout import answer_margin, head_edge_knockout
+
+    logits = torch.zeros(20)
+    logits[[3, 5, 7]] = torch.tensor([4.0, 6.5, 1.0])  # answer token 3; candidates 3, 5, 7
+    assert answer_margin(logits, 3, (3, 5, 7)) == -2.5  # 4.0 - 6.5: the answer loses to token 5
+    plan = plan_grid(tiny_llama, make_pairs("root_value", 3, 6, 3, hops=2))
+    edges = [(1, 2, "final", "root_value"), (2, 0, "final", "chain2_lhs")]
+    values = head_edge_knockout(plan, edges, cells_per_forward=2)
+    for pi, it in enumerate(plan.tokenized):
+        blocks = [{1: [(it.roles["final"], it.roles["root_value"], 2)]}, {2: [(it.roles["final"], it.roles["chain2_lhs"], 0)]}]
+        clean, *knocked = knockout_logits(tiny_llama, it, [{}, *blocks])
+        answer, others = it.answer.original, [d for d in it.answer.candidates if d != it.answer.original]
+        for ei, row in enumerate(knocked):
+            by_hand = (float(clean[answer]) - max(float(clean[d]) for d in others)) \
+                - (float(row[answer]) - max(float(row[d]) for d in others))
+            assert values["ld_drop"][pi, ei] == pytest.approx(by_hand, abs=1e-5)
+    assert not np.allclose(values["ld_drop"], values["logit_drop"])  # not the raw logit under another name

@@ -63,10 +63,11 @@ def test_attention_script(tmp_path, monkeypatch, capsys):
     assert float(top["attention"].iloc[0]) == pytest.approx(float(np.nanmax(grid.mean["attention"][:, column, :])))
     assert routing["head_patch_effect"].notna().all()  # every routing head was patched
     assert (routing["knockout_n"] == 3).all()  # ... and its edge knocked out on every program
-    assert (routing["knockout_ci_low"] <= routing["knockout_logit_drop"]).all()
-    assert (routing["knockout_logit_drop"] <= routing["knockout_ci_high"]).all()
-    assert summary["routing"]["final"]["root_value"]["knockout_logit_drop"] == pytest.approx(
-        float(top["knockout_logit_drop"].iloc[0]))
+    for metric in ("knockout_ld_drop", "knockout_logit_drop"):  # the LD drop, and the raw logit kept beside it
+        assert (routing[f"{metric}_ci_low"] <= routing[metric]).all() and (routing[metric] <= routing[f"{metric}_ci_high"]).all()
+    assert ((routing["knockout_accuracy_ci_low"] >= 0) & (routing["knockout_accuracy_ci_high"] <= 1)).all()
+    for key in ("knockout_ld_drop", "knockout_logit_drop", "knockout_accuracy"):
+        assert summary["routing"]["final"]["root_value"][key] == pytest.approx(float(top[key].iloc[0]))
     assert (files / "attention_final.png").exists() and (files / "attention_query_var.png").exists()
     logged = _inspect(files)["summary"]["routing"]["final"]["root_value"]["head"]
     assert logged == summary["routing"]["final"]["root_value"]["head"]
@@ -81,7 +82,8 @@ def test_lens_script_and_the_last_layer_is_the_models_own_output(tmp_path, monke
     grid = Grid.load(files / "grids" / "lens")
     assert grid.labels["layer"] == list(range(tiny_llama.n_layers + 1))
     summary = json.loads((files / "summary.json").read_text())
-    assert {"readable_layer", "readable_layer_low", "readable_layer_high", "final_p_answer"} <= set(summary)
+    assert {"readable_layer", "readable_layer_low", "readable_layer_point", "undetermined_layers",
+            "final_p_answer"} <= set(summary)
     # after the last layer the lens is the model's logits: p(answer) by a plain forward
     from bindexp.models.cache import ModelCache
     from bindexp.runs.analysis import pairs_and_plan, prepare
@@ -109,10 +111,11 @@ def test_readable_layer_on_planted_shares():
     grid = Grid(("layer", "role"), {"layer": [0, 1, 2, 3], "role": ["final"]}, {"top1_answer": shares},
                 {"top1_answer": shares}, {"top1_answer": shares}, counts, {"top1_answer": counts})
     readable = readable_layer(grid, 0.5)
-    assert readable["readable_layer"] == 2
-    # 3/10 has a Wilson upper bound above 0.5 (earliest plausible: layer 1); 7/10's lower bound is
-    # below 0.5, 10/10's above (latest plausible: layer 3)
-    assert readable["readable_layer_low"] == 1 and readable["readable_layer_high"] == 3
+    assert readable["readable_layer_point"] == 2  # 0.7 > 0.5 from layer 2 on
+    # by the interval rule: 7/10's Wilson lower bound (0.40) is below 0.5, 10/10's (0.72) above: readable from 3;
+    # 3/10's upper bound (0.60) reaches 0.5 (earliest plausible: layer 1); layers 1 and 2 are undetermined
+    assert readable["readable_layer"] == 3 and readable["readable_layer_low"] == 1
+    assert readable["undetermined_layers"] == [1, 2]
 
 
 def test_subspace_script_keeps_heldout_pairs_out_of_training(tmp_path, monkeypatch, capsys, tiny_llama):
@@ -127,7 +130,20 @@ def test_subspace_script_keeps_heldout_pairs_out_of_training(tmp_path, monkeypat
     summary = json.loads((files / "summary.json").read_text())
     assert set(summary["das"]) == {"k1", "k4"} and summary["n_heldout"] == 3
     frame = pd.read_csv(files / "subspace.csv")
-    assert list(frame["method"]) == ["das", "das", "pca_probe_value"]
+    learned = ["das", "das", "pca_probe_value", "boundless_das"]
+    assert list(frame["method"])[:4] == learned
+    # the controls at every k of the learned subspaces (the ks, the probe's, boundless DAS's)
+    ks = sorted({1, 4, *frame.loc[frame["method"].isin(learned[2:]), "k"]})
+    assert sorted(frame.loc[frame["method"] == "diff_pca", "k"]) == ks
+    assert (frame[frame["method"] == "random"].groupby("k").size() == 5).all()  # --random_seeds default
+    assert frame.iloc[-1]["method"] == "whole_residual" and frame.iloc[-1]["k"] == tiny_llama.model.config.hidden_size
+    assert (frame["n_heldout"] == 3).all() and (frame["iia_ci_low"] <= frame["iia"]).all()
+    assert frame["variance_share"].between(0, 1 + 1e-9).all() and frame["difference_share"].between(0, 1 + 1e-9).all()
+    assert set(summary["random"]) == {f"k{k}" for k in ks} and summary["boundless_das"]["size"] >= 1
+    assert {"variance_share", "difference_share"} <= set(summary["probe"]) | set(summary["das"]["k4"])
+    assert summary["at_edited_token"] in (True, False) and (files / "subspace_iia.png").exists()
+    logged = _inspect(files)["summary"]  # the W&B summary holds the controls too
+    assert logged["random"]["k1"]["iia_mean"] == pytest.approx(summary["random"]["k1"]["iia_mean"])
     from safetensors import safe_open
 
     width = tiny_llama.model.config.hidden_size
@@ -309,3 +325,53 @@ def test_circuit_with_every_edge_checked_compares_the_exact_circuit(tmp_path):
     assert outcome.edges["exact"].notna().all() and outcome.summary["verify"]["full_edges"] == len(outcome.edges)
     chosen = set(outcome.edges.sort_values("exact", key=abs, ascending=False)["edge"].head(4))
     assert exact["shared_with_circuit"] == len(chosen & set(outcome.edges.loc[outcome.edges["in_circuit"], "edge"]))
+
+
+def test_locate_where_lists_only_cells_the_interval_rule_says_carry():
+    """n = 10: 5/10 (and 6/10) decide nothing at 0.5; 10/10 and 9/10 carry; 0/10 does not."""
+    import pandas as pd
+
+    from bindexp.jobs.locate import locate_table
+    from bindexp.stats import decide, wilson_interval
+
+    rows = []
+    for layer, hits in enumerate([10, 9, 6, 5, 0]):
+        low, high = wilson_interval(hits, 10)
+        rows.append({"variable": "value", "counterfactual": "root_value", "layer": layer, "role": "root_value", "n": 10,
+                     "iia": hits / 10, "iia_ci_low": low, "iia_ci_high": high, "decision": decide(hits, 10, 0.5)})
+    table = locate_table(pd.DataFrame(rows), 0.5, {"value": "root_value"})
+    row = table.iloc[0]
+    assert row["where"] == "root_value@0-1" and row["cells_carrying"] == 2  # a point estimate >= 0.5 would say 0-3
+    assert row["cells_undetermined"] == 2 and row["where_undetermined"] == "root_value@2-3"
+
+
+def test_a_saved_subspace_applied_by_a_second_run_gives_the_same_iia(tmp_path):
+    """Run 1 trains DAS and saves its subspaces; run 2 (same settings, so the same held-out pairs)
+    applies them with subspace_from and must score exactly what run 1 scored, and declare the file
+    as its input. A file of another width is refused before any W&B run exists."""
+    from bindexp.io.subspaces import read_subspaces, write_subspaces
+    from bindexp.jobs.subspace import run_subspace
+
+    base = dict(SMALL, n_train=8, n_heldout=6, ks=[1, 4], steps=4, boundless=False, probe="none", random_seeds=2)
+    first = run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "one")))
+    saved = read_subspaces(first.out_dir)
+    assert set(saved.bases) >= {"das_k1", "das_k4", "diff_pca_k1"} and saved.width == 64
+    torch.testing.assert_close(saved.bases["das_k4"], first.das.rotations[4][:4])
+    second = run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "two"), subspace_from=str(first.out_dir)))
+    assert second.das is None and second.layer == first.layer
+    for k in (1, 4):
+        trained = first.frame[(first.frame["method"] == "das") & (first.frame["k"] == k)].iloc[0]
+        applied = second.frame[(second.frame["method"] == "das") & (second.frame["k"] == k)].iloc[0]
+        assert applied["successes"] == trained["successes"] and applied["n_heldout"] == trained["n_heldout"] == 6
+        assert applied["difference_share"] == pytest.approx(trained["difference_share"])
+    assert second.summary["das"]["k4"]["iia"] == first.summary["das"]["k4"]["iia"]
+    config = json.loads((second.out_dir / "config.json").read_text())
+    assert config["extra"]["inputs"]["subspace"]["path"] == str(first.out_dir.resolve())
+    assert second.summary["subspace_from"]["saved_layer"] == first.layer
+    narrow = write_subspaces(tmp_path / "narrow.safetensors", {"das_k1": ("das", torch.eye(32)[:1])}, width=32,
+                             layer=0, role="root_value")
+    with pytest.raises(BindexpError, match="32-wide"):
+        run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "three"), subspace_from=str(narrow)))
+    assert not (tmp_path / "three").exists()
+    with pytest.raises(BindexpError, match="no such file"):
+        run_subspace(SubspaceSettings(**base, output_dir=str(tmp_path / "four"), subspace_from="nowhere/at-all"))

@@ -145,6 +145,52 @@ def test_a_checkpoint_deleted_from_disk_is_refused(trained, tmp_path, capsys):
     assert code == 2 and "step-000020" in err and "missing" in err
 
 
+def _refusal(capsys, *argv) -> str:
+    code = _main([*argv, "--wandb_mode=disabled", *PATCH])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_layers_are_checked_against_every_checkpoint_not_only_the_first(trained, tmp_path, capsys):
+    """A folder whose newest checkpoint has 1 layer and the others 2 (what two writers once left):
+    --layers=[1] fits steps 10 and 20, not 30, and is refused before any model loads."""
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(trained.checkpoint_dir, copy)
+    config = json.loads((copy / "step-000030" / "config.json").read_text())
+    (copy / "step-000030" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    line = _refusal(capsys, f"--checkpoints={copy}", "--steps=all", "--layers=[1]", f"--output_dir={tmp_path / 'out'}")
+    assert f"{copy / 'step-000030'}: layers must lie in 0..0, got [1]" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage, fragment", [("cut", "state.json: not a readable trainer state"),
+                                              ("list", "state.json: not a trainer state")])
+def test_a_damaged_trainer_state_is_one_line_not_phases_of_none(trained, tmp_path, capsys, damage, fragment):
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(trained.checkpoint_dir, copy)
+    state = copy / "step-000030" / "trainer" / "state.json"
+    state.write_text(state.read_text()[:200] if damage == "cut" else "[]")
+    line = _refusal(capsys, f"--checkpoints={copy}", "--steps=[10]", f"--output_dir={tmp_path / 'out'}")
+    assert fragment in line and not (tmp_path / "out").exists()
+
+
+def test_an_index_naming_a_folder_outside_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(trained.checkpoint_dir, copy)
+    index = json.loads((copy / "checkpoints.json").read_text())
+    (copy / "checkpoints.json").write_text(json.dumps({**index, "steps": [*index["steps"], "../elsewhere"]}))
+    line = _refusal(capsys, f"--checkpoints={copy}", "--steps=all", f"--output_dir={tmp_path / 'out'}")
+    assert "checkpoints.json: steps entry '../elsewhere' is not a checkpoint name" in line
+
+
 def test_the_plot_marks_the_phase_boundaries_in_both_panels():
     from bindexp.jobs.over_training import TrainingRecord
     from bindexp.plots.training import plot_over_training

@@ -63,6 +63,10 @@ def test_other_methods_run(tmp_path, extra):
         assert "atp_sign_agreement_top_k" in outcome.summary and "atp_exact_spearman_top_k" not in outcome.summary
     if "--site=head" in extra:
         assert outcome.grid.labels["layer"] == [0, 3] and outcome.grid.axes[-1] == "head"
+    if "--method=knockout" in extra:  # the LD drop per column beside the headline (the probability drop)
+        entry = outcome.summary["ld_drop_by_column"]["root_value"]
+        column = outcome.grid.labels["role"].index("root_value")
+        assert entry["ld_drop"] == pytest.approx(float(np.nanmax(outcome.grid.mean["ld_drop"][:, column])))
 
 
 def test_same_settings_give_the_same_grid(tmp_path):
@@ -150,5 +154,6 @@ def test_counter_task_patches_from_the_cli(tmp_path, capsys):
 def test_patch_settings_read_the_task_declaration(argv, fragment):
     from bindexp.runs.settings import SettingsParseError, parse_settings
 
+    no_hops = [arg for arg in TINY if not arg.startswith("--hops")]  # (counter has no hops: also refused)
     with pytest.raises(SettingsParseError, match=fragment):
-        parse_settings(PatchSettings, TINY + argv)
+        parse_settings(PatchSettings, no_hops + argv)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bindexp.io.locks import LOCK_FILE
 from bindexp.jobs.train import TrainSettings, run_train
 from bindexp.models import load_model
 from bindexp.runs.settings import parse_settings
@@ -85,7 +86,7 @@ def test_checkpoints_hold_no_pickle_and_keep_latest_and_best(tmp_path):
     assert index["latest"] == "step-000006"
     kept = sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir())
     assert kept == sorted({index["latest"], index["best"]})
-    files = [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+    files = [p for p in (tmp_path / "c").rglob("*") if p.is_file() and p.name != LOCK_FILE]
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".jinja"}
     assert outcome.summary["checkpoint"] == str(tmp_path / "c" / "step-000006")
 

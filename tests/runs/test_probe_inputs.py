@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -93,6 +93,11 @@ def _truncated(tmp: Path) -> None:
     _write(tmp, [], text[:-30])
 
 
+def _spacing_mismatch(tmp: Path) -> None:
+    """Spaced programs (`a = 3`) in lines that say they are compact (`a=3`)."""
+    _write(tmp, [{**line, "options": {**line["options"], "spacing": "compact"}} for line in _lines()])
+
+
 PROBES = [
     # issue 9 item 1: program text from a file never runs unchecked
     Probe("escape through __subclasses__ (query_chain runs the lines)", [*PATCH, FILE, "--counterfactual=query_chain"],
@@ -126,6 +131,34 @@ PROBES = [
           "seq_len=1, hops=1"),
     Probe("systematic_only at seq_len=4 hops=3", [*EVAL, "--systematic_only=True", "--seq_len=4", "--hops=3"], None,
           "seq_len=4, hops=3"),
+    # issue 22: a setting a job does not use is refused, not recorded and ignored
+    Probe("eval --task=loop --hops=[3]", [*EVAL, "--task=loop", "--hops=[3]"], None, "task 'loop' does not use hops"),
+    Probe("eval --task=counter --rebinding=True", [*EVAL, "--task=counter", "--rebinding=True"], None,
+          "task 'counter' does not use rebinding"),
+    Probe("patch --task=counter --hops=2", ["patch.py", *COMMON, "--task=counter", "--counterfactual=item_value",
+                                            "--hops=2", "--num_programs=2"], None, "task 'counter' does not use hops"),
+    Probe("lens --positions=all", ["lens.py", *COMMON, "--positions=all"], None, "unrecognized arguments: --positions"),
+    Probe("attention --positions=all", ["attention.py", *COMMON, "--positions=all"], None,
+          "unrecognized arguments: --positions"),
+    Probe("subspace --positions=all", ["subspace.py", *COMMON, "--positions=all"], None,
+          "unrecognized arguments: --positions"),
+    Probe("lens --method=knockout", ["lens.py", *COMMON, "--method=knockout"], None, "unrecognized arguments: --method"),
+    Probe("locate a control kind", ["locate.py", *COMMON, "--seq_len=5", "--hops=2", "--num_programs=2",
+                                    "--only_correct=False", "--counterfactuals=[distractor_value]"], None,
+          "counterfactual 'distractor_value' is a control"),
+    Probe("a file's spacing against its programs", [*PATCH, FILE], _spacing_mismatch,
+          "programs.jsonl:1: options spacing is 'compact' but program line 1 is"),
+    # issue 22: run names are names, never paths
+    Probe("eval --run_name=../../x", [*EVAL, "--run_name=../../x"], None, "is not a plain name"),
+    Probe("patch --run_name=<absolute>", [*PATCH, "--run_name={tmp}/x"], None, "is not a plain name"),
+    # issue 22: bench scripts on bad input
+    Probe("bench_eval --seq_len=0", ["bench_eval.py", "--model=tiny-random-llama", "--seq_len=0"], None,
+          "argument --seq_len: must be at least 1"),
+    Probe("bench_patch an unknown model", ["bench_patch.py", "--model=/nonexistent"], None, "unknown model"),
+    Probe("bench_eval --hops=9", ["bench_eval.py", "--model=tiny-random-llama", "--hops=9", "--num_programs=2"], None,
+          "hops must be between 1 and 4"),
+    Probe("bench_analyses --layer=99", ["bench_analyses.py", "--model=tiny-random-llama", "--layer=99", "--programs=2",
+                                        "--seq_len=5", "--shots=0", "--das_steps=1"], None, "--layer=99"),
 ]
 
 
@@ -160,15 +193,15 @@ def _argv(probe: Probe, tmp: Path) -> tuple[str, list[str]]:
     return str(ROOT / "scripts" / script), args
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, tuple[Path, set[str], dict]]:
-    """Every probe's folder, the names in it before the run, and the run's rc, stdout and stderr."""
+def run_probes(probes, tmp_path_factory, snapshot: Callable[[Path], Any]) -> dict[str, tuple[Path, Any, dict]]:
+    """Every probe's folder (its setup done), `snapshot(folder)` taken before the run, and the run's
+    rc, stdout and stderr, all rows run in one interpreter (`_BATCH`)."""
     rows, folders = [], {}
-    for probe in PROBES:
+    for probe in probes:
         tmp = tmp_path_factory.mktemp("probe")
         if probe.setup is not None:
             probe.setup(tmp)
-        folders[probe.name] = (tmp, {p.name for p in tmp.iterdir()})
+        folders[probe.name] = (tmp, snapshot(tmp))
         script, args = _argv(probe, tmp)
         rows.append({"script": script, "argv": args, "cwd": str(tmp)})
     done = subprocess.run([sys.executable, "-c", _BATCH], input=json.dumps(rows), capture_output=True, text=True,
@@ -176,14 +209,25 @@ def outcomes(tmp_path_factory) -> dict[str, tuple[Path, set[str], dict]]:
     found = [x for x in done.stdout.splitlines() if x.startswith("PROBE-RESULTS ")]
     assert len(found) == 1, done.stderr
     results = json.loads(found[0].removeprefix("PROBE-RESULTS "))
-    return {probe.name: (*folders[probe.name], result) for probe, result in zip(PROBES, results)}
+    return {probe.name: (*folders[probe.name], result) for probe, result in zip(probes, results)}
 
 
-def _check(probe: Probe, tmp: Path, before: set[str], rc: int, stderr: str) -> None:
+def assert_one_error_line(rc: int, stderr: str, says: str) -> None:
+    """A refusal's shape: a non-zero exit, no traceback, exactly one `error:` line, saying `says`."""
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert rc != 0, stderr
     assert "Traceback" not in stderr, stderr
-    assert len(errors) == 1 and probe.says in errors[0], stderr
+    assert len(errors) == 1 and says in errors[0], stderr
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, tuple[Path, set[str], dict]]:
+    """Every probe's folder, the names in it before the run, and the run's rc, stdout and stderr."""
+    return run_probes(PROBES, tmp_path_factory, lambda tmp: {p.name for p in tmp.iterdir()})
+
+
+def _check(probe: Probe, tmp: Path, before: set[str], rc: int, stderr: str) -> None:
+    assert_one_error_line(rc, stderr, probe.says)
     assert {p.name for p in tmp.iterdir()} == before, "the run wrote something"
     assert not (tmp / MARKER).exists()
 

@@ -53,6 +53,61 @@ def _sweep_and_file(tmp: Path) -> None:
     _a_file(tmp)
 
 
+def _yaml(tmp: Path, text: str) -> None:
+    (tmp / "sweep.yaml").write_text(textwrap.dedent(text))
+
+
+def _command(command: str) -> Callable[[Path], None]:
+    """A sweep whose command (a YAML list; `{tmp}` filled in) writes the file `ran` if it runs."""
+    def setup(tmp: Path) -> None:
+        _yaml(tmp, f"""
+            name: probe
+            method: grid
+            command: {command.replace("{tmp}", str(tmp))}
+            parameters: {{seed: {{values: [0, 1]}}}}
+        """)
+    return setup
+
+
+def _absolute_program(tmp: Path) -> None:
+    _yaml(tmp, f"""
+        name: probe
+        program: {ROOT / 'scripts' / 'eval.py'}
+        method: grid
+        command: [".venv/bin/python", "${{program}}", "${{args}}"]
+        parameters: {{model: {{value: tiny-random-llama}}, shots: {{values: [0, -2]}}}}
+    """)
+
+
+def _huge_grid(tmp: Path) -> None:
+    values = list(range(10))
+    _yaml(tmp, f"""
+        name: probe
+        program: scripts/eval.py
+        method: grid
+        command: [".venv/bin/python", "${{program}}", "${{args}}"]
+        parameters: {{seed: {{values: {values}}}, num_programs: {{values: {[v + 1 for v in values]}}},
+                      batch_size: {{values: {[v + 1 for v in values]}}}, max_new_tokens: {{values: {[v + 1 for v in values]}}},
+                      model_seed: {{values: {values}}}}}
+    """)
+
+
+def _cut_state(tmp: Path) -> None:
+    _sweep(tmp)
+    (tmp / "o" / "probe").mkdir(parents=True)
+    (tmp / "o" / "probe" / "state.json").write_text('{"[\\"--shots=0\\"]": {"status": "fini')
+
+
+def _run_name_path(tmp: Path) -> None:
+    _yaml(tmp, """
+        name: probe
+        program: scripts/eval.py
+        method: grid
+        command: [".venv/bin/python", "${program}", "${args}"]
+        parameters: {model: {value: tiny-random-llama}, run_name: {values: [ok, ../../escaped]}}
+    """)
+
+
 PROBES = [
     # issue 9 item 17 (compare): checked before anything is gathered or written
     Probe("compare --source=api without an API key", ["compare.py", "--source=api", "--out={tmp}/cmp"], None,
@@ -66,6 +121,23 @@ PROBES = [
           _sweep_and_file, "is not a folder"),
     Probe("sweep_local with a bad parameter value", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o"],
           lambda tmp: _sweep(tmp, "[0, -3]"), "1 bad parameter value(s); nothing was run"),
+    # issue 22: what a sweep YAML may run; grids too large; damaged state; run names that are paths
+    Probe("sweep_local a command that is not a bindexp script", ["sweep_local.py", "{tmp}/sweep.yaml",
+                                                                 "--output_dir={tmp}/o"],
+          _command('["/bin/sh", "-c", "touch {tmp}/ran", "${args}"]'),
+          "the command does not run a bindexp script: it runs '/bin/sh', not a Python interpreter"),
+    Probe("sweep_local python -c", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o", "--dry_run=True"],
+          _command('[".venv/bin/python", "-c", "open(\'{tmp}/ran\', \'w\')", "${args}"]'),
+          "'-c' is not a bindexp script"),
+    Probe("sweep_local an absolute program is checked too", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o"],
+          _absolute_program, "1 bad parameter value(s); nothing was run"),
+    Probe("sweep_local a 100,000-configuration grid", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o",
+                                                       "--dry_run=True"], _huge_grid,
+          "the sweep has 100,000 configurations, more than --max_configurations=1,000"),
+    Probe("sweep_local a cut state.json", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o"], _cut_state,
+          "state.json: not a readable sweep state"),
+    Probe("sweep_local a run_name that is a path", ["sweep_local.py", "{tmp}/sweep.yaml", "--output_dir={tmp}/o"],
+          _run_name_path, "1 bad parameter value(s); nothing was run"),
     # item 19: sweep ids, even with --dry_run
     Probe("start_agents ''", ["start_agents.py", "", "--dry_run=True", "--log_dir={tmp}/logs"], None,
           "ENTITY/PROJECT/SWEEP_ID"),
@@ -93,3 +165,4 @@ def test_bad_input_is_one_error_line_and_writes_nothing(probe, tmp_path):
     assert "Traceback" not in out.stderr, out.stderr
     assert len(errors) == 1 and probe.says in errors[0], out.stderr
     assert _tree(tmp_path) == before, "the script wrote something"
+    assert not (tmp_path / "ran").exists() and not (tmp_path.parent / "escaped").exists()

@@ -19,6 +19,7 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 from bindexp.jobs.attention import AttentionSettings
 from bindexp.jobs.circuit import CircuitSettings
 from bindexp.jobs.evaluate import EvalSettings
+from bindexp.jobs.hypotheses import HypothesesSettings
 from bindexp.jobs.lens import LensSettings
 from bindexp.jobs.locate import LocateSettings
 from bindexp.jobs.patch import PatchSettings
@@ -40,7 +41,8 @@ from bindexp.sweeps.spec import (
 ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_SCRIPTS = {"scripts/attention.py": AttentionSettings, "scripts/lens.py": LensSettings,
                     "scripts/subspace.py": SubspaceSettings, "scripts/locate.py": LocateSettings,
-                    "scripts/path_patch.py": PathPatchSettings, "scripts/circuit.py": CircuitSettings}
+                    "scripts/path_patch.py": PathPatchSettings, "scripts/circuit.py": CircuitSettings,
+                    "scripts/hypotheses.py": HypothesesSettings}
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
@@ -228,7 +230,8 @@ def _calls(log: Path) -> list[list[str]]:
 def test_local_runner_resumes_after_a_kill(tmp_path):
     sweep, log, out = _python_c_sweep(tmp_path, APPEND_ARGS), tmp_path / "calls.jsonl", tmp_path / "out"
     env = {**os.environ, "SWEEP_TEST_LOG": str(log), "SWEEP_TEST_SLOW": "1"}
-    command = [sys.executable, str(ROOT / "scripts" / "sweep_local.py"), str(sweep), f"--output_dir={out}"]
+    command = [sys.executable, str(ROOT / "scripts" / "sweep_local.py"), str(sweep), f"--output_dir={out}",
+               "--allow_any_command=True"]
     runner = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
     try:
@@ -261,7 +264,8 @@ def test_local_runner_resumes_after_a_kill(tmp_path):
 def test_dry_run_lists_commands_and_runs_nothing(tmp_path, capsys, monkeypatch):
     sweep, log = _python_c_sweep(tmp_path, APPEND_ARGS), tmp_path / "calls.jsonl"
     monkeypatch.setenv("SWEEP_TEST_LOG", str(log))
-    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'o'}", "--dry_run=True"]) == 0
+    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'o'}", "--dry_run=True",
+                                        "--allow_any_command=True"]) == 0
     printed = capsys.readouterr().out
     assert printed.count(sys.executable) == 3 and "'--label=a b'" in printed
     assert not log.exists() and not (tmp_path / "o" / "pyc" / "state.json").exists()
@@ -291,7 +295,7 @@ def test_an_out_of_memory_run_fails_with_its_reason_recorded_and_the_sweep_goes_
               "parameters": {"seed": {"values": [0, 1]}, "progress": {"value": False}}}
     sweep = tmp_path / "oom.yaml"
     sweep.write_text(yaml.safe_dump(config, sort_keys=False))
-    code = _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'out'}"])
+    code = _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'out'}", "--allow_any_command=True"])
     printed = capsys.readouterr().out
     assert code == 1
     state = list(json.loads((tmp_path / "out" / "oom" / "state.json").read_text()).values())
@@ -343,7 +347,8 @@ def test_the_local_runner_learns_each_runs_folder_from_the_run_not_from_its_outp
               "parameters": {"seed": {"values": [0, 1]}, "output_dir": {"value": str(outputs)}}}
     sweep = tmp_path / "where.yaml"
     sweep.write_text(yaml.safe_dump(config, sort_keys=False))
-    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'out'}", "--wandb_mode=disabled"]) == 0
+    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'out'}", "--wandb_mode=disabled",
+                                        "--allow_any_command=True"]) == 0
     state = list(json.loads((tmp_path / "out" / "where" / "state.json").read_text()).values())
     folders = [Path(s["run_dir"]) for s in state]
     assert sorted(folders) == sorted(p for p in outputs.iterdir()) and len(set(folders)) == 2

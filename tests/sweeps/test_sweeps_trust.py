@@ -15,7 +15,7 @@ import yaml
 pytestmark = pytest.mark.cli  # the command-line tier: scripts run as a user runs them
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = [sys.executable, str(ROOT / "scripts" / "sweep_local.py")]
+RUNNER = [sys.executable, str(ROOT / "scripts" / "sweep_local.py"), "--allow_any_command=True"]
 
 # Each run appends its arguments and pid to a log; the run with --seed=1 then sleeps (a long run).
 RECORD_AND_SLEEP = """
@@ -107,7 +107,7 @@ def test_a_second_runner_on_the_same_sweep_refuses_with_one_line(tmp_path):
         _wait_for_calls(log, 2)  # seed 0 done, seed 1 running
         second = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert second.returncode == 2
-        assert "already being run by another process" in _one_error_line(second.stderr)
+        assert "is in use by another process (pid" in _one_error_line(second.stderr)
         time.sleep(0.5)
         assert len(_calls(log)) == 2  # the second process started nothing
     finally:
@@ -145,7 +145,7 @@ def test_a_sweep_name_cannot_write_outside_the_output_dir(tmp_path, monkeypatch,
     monkeypatch.setenv("SWEEP_TEST_LOG", str(log))
     sweep = _sweep(tmp_path, name="../../escaped", seeds=(0,))
     out = tmp_path / "a" / "b" / "out"
-    assert _script("sweep_local").main([str(sweep), f"--output_dir={out}"]) == 0
+    assert _script("sweep_local").main([str(sweep), f"--output_dir={out}", "--allow_any_command=True"]) == 0
     assert len(_calls(log)) == 1
     assert not (tmp_path / "a" / "escaped").exists() and not (tmp_path / "escaped").exists()
     written = [p for p in tmp_path.rglob("state.json")]
@@ -160,3 +160,30 @@ def test_start_agents_refuses_a_malformed_sweep_id_even_in_a_dry_run(tmp_path, s
                           f"--log_dir={tmp_path / 'logs'}"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     assert "ENTITY/PROJECT/SWEEP_ID" in _one_error_line(out.stderr)
+
+
+def test_a_dry_run_streams_each_command_line_as_its_configuration_is_checked(tmp_path, capsys):
+    config = {"name": "stream", "program": "scripts/eval.py", "method": "grid",
+              "command": [".venv/bin/python", "${program}", "${args}"],
+              "parameters": {"model": {"value": "tiny-random-llama"}, "num_programs": {"values": [2, 3, 0]}}}
+    sweep = tmp_path / "stream.yaml"
+    sweep.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'o'}", "--dry_run=True"]) == 2
+    captured = capsys.readouterr()
+    printed = captured.out.splitlines()
+    assert [line.split(" ")[0] for line in printed] == ["[1/3]", "[2/3]", "[3/3]"]  # listed, then refused
+    assert "--num_programs=2" in printed[0] and "scripts/eval.py" in printed[0]
+    assert "parameters.num_programs=0" in captured.err and "nothing was run" in _one_error_line(captured.err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_foreign_command_runs_only_when_allowed(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    config = {"name": "foreign", "method": "grid", "command": ["python", "-c", f"open({str(marker)!r}, 'w')", "${args}"],
+              "parameters": {"seed": {"value": 0}}}
+    sweep = tmp_path / "foreign.yaml"
+    sweep.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'o'}"]) == 2
+    assert "does not run a bindexp script" in _one_error_line(capsys.readouterr().err) and not marker.exists()
+    assert _script("sweep_local").main([str(sweep), f"--output_dir={tmp_path / 'o'}", "--allow_any_command=True"]) == 0
+    assert marker.exists()

@@ -18,7 +18,11 @@ def _run(text):
     return namespace[query]
 
 
-@pytest.mark.parametrize("kind", tuple(get_task("binding").counterfactuals))
+EDITS = tuple(name for name, kind in get_task("binding").counterfactuals.items() if kind.rewrite is None)
+REWRITES = tuple(name for name, kind in get_task("binding").counterfactuals.items() if kind.rewrite is not None)
+
+
+@pytest.mark.parametrize("kind", EDITS)
 @pytest.mark.parametrize("hops", [2, 3])
 @pytest.mark.parametrize("rebinding", [False, True])
 def test_pairs_differ_in_one_character_with_python_answers(kind, hops, rebinding):
@@ -41,6 +45,20 @@ def test_pairs_differ_in_one_character_with_python_answers(kind, hops, rebinding
             assert pair.counterfactual.meta["chain_lines"] == pair.original.meta["chain_lines"]
         if kind == "query_chain":
             assert pair.changed_at == pair.original.spans["query_var"][0]
+
+
+@pytest.mark.parametrize("kind", REWRITES)
+@pytest.mark.parametrize("hops", [2, 3])
+def test_rewrites_keep_length_line_shapes_and_the_answer_python_computes(kind, hops):
+    pairs = make_pairs(kind, 25, 12, 7, hops=hops)
+    assert len(pairs) == 25 and set(REWRITES) == {"swap_lines", "move_root", "rename_variable"}
+    for pair in pairs:
+        a, b = pair.original.text, pair.counterfactual.text
+        assert len(a) == len(b) and pair.changed_at == min(i for i in range(len(a)) if a[i] != b[i])
+        assert pair.original.answer == _run(a) == _run(b) == pair.counterfactual.answer  # the real answer stays
+        # every line keeps its shape (a constant stays a constant, a copy a copy): tokens align
+        assert [line[-1].isdigit() for line in a.split("\n")[:-1]] == [line[-1].isdigit() for line in b.split("\n")[:-1]]
+    assert [p.to_dict() for p in pairs] == [p.to_dict() for p in make_pairs(kind, 25, 12, 7, hops=hops)]
 
 
 def test_pairs_are_deterministic_and_seeded():
@@ -94,7 +112,8 @@ def test_binding_pairs_are_byte_identical_to_main(key):
 
     kind, hops, rebinding = key
     pairs = [dataclasses.asdict(p) for p in make_pairs(kind, 20, 8, 1, hops=hops, rebinding=rebinding)]
-    for pair in pairs:  # the chain lines' newline spans (`chain<k>_end`) came later: everything else is pinned
+    for pair in pairs:  # the chain lines' newline spans (`chain<k>_end`) and the line map came later: the rest is pinned
+        assert pair.pop("line_map") is None  # single-character edits move no line
         for program in (pair["original"], pair["counterfactual"]):
             ends = {role for role in program["spans"] if role.endswith("_end")}
             assert ends == {f"chain{k}_end" for k in range(1, program["meta"]["hops"] + 1)}

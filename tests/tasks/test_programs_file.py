@@ -16,8 +16,9 @@ from bindexp.tasks.programs_file import PromptSettings, read_programs_file
 
 def robust_lines(n=4, hops=2, seq_len=5, seed=0, shots=0, task="binding", **extra):
     """Lines exactly as scripts/find_robust.py writes them, for generated programs (no model needed)."""
-    settings = RobustSettings(models=["tiny-random-llama"], task=task, hops=[hops], seq_len=[seq_len], seed=seed,
-                              shots=shots, **extra)
+    axes = {"hops": [hops]} if task == "binding" else {}  # a task without hops refuses --hops
+    settings = RobustSettings(models=["tiny-random-llama"], task=task, seq_len=[seq_len], seed=seed, shots=shots,
+                              **axes, **extra)
     options = {**settings.task_options(), "hops": hops} if task == "binding" else {}
     programs = make_programs(task, n, seq_len, seed, **options)
     return [_line(settings, hops if task == "binding" else None, i, p, {"tiny-random-llama": 1.0})

@@ -72,6 +72,7 @@ def tokenize_pairs(
     for pair in pairs:
         prompt, cf_prompt = pair_prompts(pair, shots, template)
         clean, cf = encode(lm.tokenizer, [prompt, cf_prompt])
+        lm.check_lengths([len(clean.ids), len(cf.ids)])
         if len(clean.ids) != len(cf.ids) or clean.offsets != cf.offsets:
             dropped.append(f"tokens of the two sides do not align: {pair.original.text!r}")
             continue

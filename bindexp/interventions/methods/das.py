@@ -51,6 +51,25 @@ class DasSettings:
             raise BindexpError("DAS needs steps >= 0, lr > 0 and batch_size >= 1")
 
 
+def orthogonal_rotation(d: int, seed: int, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A bias-free d x d linear map kept orthogonal (`torch.nn.utils.parametrizations.orthogonal`),
+    drawn on the CPU from `seed` (its `.weight` is the rotation R)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(d, d, bias=False)).to(device)
+
+
+def batch_order(n_train: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+    """`steps` batches of training indices walking a seeded permutation, epoch after epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < min(batch_size, n_train):
+            order += torch.randperm(n_train, generator=generator).tolist()
+        chosen, order = order[:batch_size], order[batch_size:]
+        yield chosen
+
+
 def fit_rotation(d: int, k: int, loss_of: Callable[[torch.Tensor, list[int]], torch.Tensor], n_train: int,
                  settings: DasSettings, device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[float]]:
     """Train an orthogonal d x d rotation (float32, drawn on the CPU from the seed, trained on
@@ -61,17 +80,10 @@ def fit_rotation(d: int, k: int, loss_of: Callable[[torch.Tensor, list[int]], to
         raise BindexpError(f"k must lie in 1..{d}, got {k}")
     if n_train < 1:
         raise BindexpError("DAS needs at least one training pair")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        rotation = torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(d, d, bias=False)).to(device)
+    rotation = orthogonal_rotation(d, settings.seed, device)
     optimizer = torch.optim.Adam(rotation.parameters(), lr=settings.lr)
-    generator = torch.Generator().manual_seed(settings.seed)
-    order: list[int] = []
     losses = []
-    for _ in range(settings.steps):
-        if len(order) < min(settings.batch_size, n_train):
-            order += torch.randperm(n_train, generator=generator).tolist()
-        chosen, order = order[: settings.batch_size], order[settings.batch_size :]
+    for chosen in batch_order(n_train, settings.batch_size, settings.steps, settings.seed):
         optimizer.zero_grad()
         loss = loss_of(rotation.weight[:k], chosen)
         loss.backward()
@@ -130,22 +142,30 @@ class DasResult:
         return {f"k{k}": r.contiguous() for k, r in self.rotations.items()}, info
 
 
-def das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequence[SitePair], ks: Sequence[int],
-        settings: DasSettings = DasSettings(), *, prefix: SharedPrefix | None = None) -> DasResult:
-    """Train one rotation per k at resid_pre of `layer` (each pair's positions) on `train`, and
-    score it on `heldout`; the two sets must share no program text."""
+def counterfactual_sites(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequence[SitePair],
+                         prefix: SharedPrefix | None) -> tuple[int, list[torch.Tensor], list[torch.Tensor]]:
+    """What every learned interchange checks and needs first: disjoint sets, held-out pairs,
+    counterfactual answers among the candidates; (the residual width, the counterfactual run's
+    site activations of the training pairs, of the held-out pairs)."""
     check_disjoint(train, heldout)
     if not heldout:
-        raise BindexpError("DAS needs held-out pairs to score")
-    d = lm.model.config.get_text_config().hidden_size
-    if not ks or any(not 1 <= k <= d for k in ks):
-        raise BindexpError(f"every k must lie in 1..{d} (the residual width), got {list(ks)}")
+        raise BindexpError("a learned subspace needs held-out pairs to score")
     for p in [*train, *heldout]:
         if p.cf_answer not in p.candidates:
             raise BindexpError("a pair's counterfactual answer is not among its candidate tokens")
     train_acts = site_activations(lm, layer, [p.cf_ids for p in train], [p.positions for p in train], prefix=prefix)
     heldout_acts = site_activations(lm, layer, [p.cf_ids for p in heldout], [p.positions for p in heldout],
                                     prefix=prefix)
+    return lm.model.config.get_text_config().hidden_size, train_acts, heldout_acts
+
+
+def das(lm: LoadedModel, layer: int, train: Sequence[SitePair], heldout: Sequence[SitePair], ks: Sequence[int],
+        settings: DasSettings = DasSettings(), *, prefix: SharedPrefix | None = None) -> DasResult:
+    """Train one rotation per k at resid_pre of `layer` (each pair's positions) on `train`, and
+    score it on `heldout`; the two sets must share no program text."""
+    d, train_acts, heldout_acts = counterfactual_sites(lm, layer, train, heldout, prefix)
+    if not ks or any(not 1 <= k <= d for k in ks):
+        raise BindexpError(f"every k must lie in 1..{d} (the residual width), got {list(ks)}")
 
     def loss_of(basis: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         pairs = [train[i] for i in chosen]

@@ -21,11 +21,14 @@ from bindexp.interventions.engine.plan import GridPlan, plan_grid
 from bindexp.interventions.engine.prepared import PreparedPair, prepare_pairs
 from bindexp.interventions.methods import MethodOptions, MethodResult
 from bindexp.interventions.results.grid import Grid
-from bindexp.interventions.results.metrics import METRICS, cell_metrics
+from bindexp.interventions.results.metrics import METRICS, cell_metrics, predicted_candidate
 from bindexp.models.loading import LoadedModel
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 from bindexp.vocab import NOT_RUN
+
+PREDICTION = "prediction"  # a pair record's key: per cell, the index of the candidate the patched run ranks first
+CLEAN_PREDICTION = "clean_prediction"  # ... and the index of the candidate the clean run ranks first
 
 
 def exact_method(plan: GridPlan, options: MethodOptions) -> MethodResult:
@@ -116,10 +119,11 @@ def patch_cells(
         n_cells += len(cells)
         for index, pair in enumerate(chunk):
             values = _pair_values(pair, accumulator.pairs.shape, logits, where, untouched, index)
+            prediction = values.pop(PREDICTION)
             accumulator.add(values)
             effects.append(values["normalized_effect"])
             if on_pair is not None:
-                on_pair(pair_record(pair, values))
+                on_pair(pair_record(pair, values, prediction))
     bar.close()
     grid = accumulator.grid(info={"site": site, "pairs": len(tokenized), "dropped": plan.dropped,
                                   "patched_cells": n_cells, "shared_prefix_tokens": plan.start,
@@ -185,27 +189,37 @@ class _ForwardBar:
 
 
 def _pair_values(pair: PreparedPair, shape, logits, where, untouched, index) -> dict[str, np.ndarray]:
-    """The pair's metric arrays: patched cells computed, untouched cells equal to the clean run,
-    NaN for cells the pair does not have."""
-    values = {m: np.full(shape, np.nan) for m in METRICS}
+    """The pair's metric arrays, and under PREDICTION the patched prediction (the candidate's
+    index): patched cells computed, untouched cells equal to the clean run, NaN for cells the
+    pair does not have."""
+    values = {m: np.full(shape, np.nan) for m in (*METRICS, PREDICTION)}
 
     def fill(places, metrics, rows):
         for k, (_, li, ci, head) in zip(rows, places):
             cell = (li, ci) if head is None else (li, ci, head)
-            for m in METRICS:
+            for m in (*METRICS, PREDICTION):
                 values[m][cell] = float(metrics[m][k])
 
     mine = [i for i, w in enumerate(untouched) if w[0] == index]
     clean = cell_metrics(pair.clean_logits[None], pair.tokens.answer, pair.clean_logits, pair.ld_cf)
+    clean[PREDICTION] = predicted_candidate(pair.clean_logits[None], pair.tokens.answer)
     fill([untouched[i] for i in mine], clean, [0] * len(mine))
     rows = [i for i, w in enumerate(where) if w[0] == index]
     if rows:
         patched = cell_metrics(logits[rows], pair.tokens.answer, pair.clean_logits, pair.ld_cf)
+        patched[PREDICTION] = predicted_candidate(logits[rows], pair.tokens.answer)
         fill([where[i] for i in rows], patched, range(len(rows)))
     return values
 
 
-def pair_record(pair: PreparedPair, values: dict[str, np.ndarray]) -> dict[str, Any]:
-    """One pair's own values (JSON-able, NaN as None): what a run streams to its pairs file."""
-    return {**pair.tokens.pair.to_dict(), "ld_clean": pair.ld_clean, "ld_cf": pair.ld_cf,
-            **{m: np.where(np.isnan(v), None, v).tolist() for m, v in values.items()}}
+def pair_record(pair: PreparedPair, values: dict[str, np.ndarray], prediction: np.ndarray | None = None
+                ) -> dict[str, Any]:
+    """One pair's own values (JSON-able, NaN as None): what a run streams to its pairs file; with
+    `prediction`, also each cell's patched prediction as the index of the candidate answer (and the
+    clean run's)."""
+    record = {**pair.tokens.pair.to_dict(), "ld_clean": pair.ld_clean, "ld_cf": pair.ld_cf,
+              **{m: np.where(np.isnan(v), None, v).tolist() for m, v in values.items()}}
+    if prediction is not None:
+        record[PREDICTION] = np.where(np.isnan(prediction), None, prediction).tolist()
+        record[CLEAN_PREDICTION] = int(predicted_candidate(pair.clean_logits[None], pair.tokens.answer)[0])
+    return record

@@ -26,7 +26,9 @@ from bindexp.models.tracing import after_prefix
 from bindexp.tasks.counterfactuals import CounterfactualPair
 from bindexp.tasks.program import Program
 
-KNOCKOUT_METRICS = ("p_drop", "logit_drop", "accuracy")
+# p_drop: the answer's probability lost; ld_drop: the drop in LD = answer logit minus the best competing
+# candidate's logit (what decides the answer); logit_drop: the answer's raw logit drop; accuracy: what is left
+KNOCKOUT_METRICS = ("p_drop", "ld_drop", "logit_drop", "accuracy")
 # layer -> [(destination, source)] or [(destination, source, head)] token positions (and query head)
 Block = dict[int, list[tuple[int, ...]]]
 
@@ -72,11 +74,20 @@ def knockout_logits(lm: LoadedModel, item: TokenizedPair, blocks: Sequence[Block
     return logits[:, -1].float().cpu()
 
 
+def answer_margin(logits: torch.Tensor, answer: int, candidates: Sequence[int]) -> float:
+    """LD of the answer against its competitors: its logit minus the largest logit among the other
+    candidate answers (positive: the answer wins)."""
+    others = torch.tensor([c for c in candidates if c != answer])
+    return float(logits[answer] - logits[others].max())
+
+
 def knockout_metrics(item: TokenizedPair, clean: torch.Tensor, knocked: torch.Tensor) -> dict[str, float]:
     """What the answer loses from clean to knocked-out final logits (`KNOCKOUT_METRICS`)."""
     answer, candidates = item.answer, torch.tensor(item.answer.candidates)
     p = lambda logits: torch.softmax(logits, -1)[answer.original]  # noqa: E731
     return {"p_drop": float(p(clean) - p(knocked)),
+            "ld_drop": answer_margin(clean, answer.original, answer.candidates)
+            - answer_margin(knocked, answer.original, answer.candidates),
             "logit_drop": float(clean[answer.original] - knocked[answer.original]),
             "accuracy": float(candidates[knocked[candidates].argmax()] == answer.original)}
 

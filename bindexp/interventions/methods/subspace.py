@@ -79,9 +79,12 @@ def split_pairs(pairs: Sequence[SitePair], n_heldout: int, seed: int) -> tuple[l
     return train, heldout
 
 
-def interchange(clean: torch.Tensor, cf: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """clean with its coordinates along basis's rows ([k, d], orthonormal) taken from cf."""
-    return clean + ((cf - clean) @ basis.T) @ basis
+def interchange(clean: torch.Tensor, cf: torch.Tensor, basis: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """clean with its coordinates along basis's rows ([k, d], orthonormal) taken from cf; with
+    `weights` ([k], in [0, 1]: a soft mask, boundless DAS), each coordinate only that far."""
+    coordinates = (cf - clean) @ basis.T
+    return clean + (coordinates if weights is None else coordinates * weights) @ basis
 
 
 def _layer_hook(lm: LoadedModel, layer: int, edit: Callable[[torch.Tensor], torch.Tensor]):
@@ -132,9 +135,11 @@ class _Stop(Exception):
 
 
 def interchanged_logits(lm: LoadedModel, layer: int, pairs: Sequence[SitePair], cf_acts: Sequence[torch.Tensor],
-                        basis: torch.Tensor, *, prefix: SharedPrefix | None = None) -> torch.Tensor:
+                        basis: torch.Tensor, *, prefix: SharedPrefix | None = None,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """Final-position logits [len(pairs), vocab] of the clean prompts with the basis's subspace
-    interchanged at the site (one batch; differentiable in `basis` when grad is enabled)."""
+    interchanged at the site (one batch; differentiable in `basis` and `weights` when grad is
+    enabled; `weights`: a soft mask over the basis's rows, see `interchange`)."""
     start = prefix.length if prefix else 0
     _check(lm, layer, pairs, start)
     (batch,) = batches([p.ids for p in pairs], start, len(pairs), pad_id_of(lm.tokenizer), lm.device)
@@ -142,9 +147,10 @@ def interchanged_logits(lm: LoadedModel, layer: int, pairs: Sequence[SitePair], 
     cols = torch.tensor([q - start for i in batch.indices for q in pairs[i].positions], device=lm.device)
     cf = torch.cat([cf_acts[i] for i in batch.indices]).to(lm.device, torch.float32)
     basis = basis.to(lm.device, torch.float32)
+    weights = None if weights is None else weights.to(lm.device, torch.float32)
 
     def write(hidden):
-        new = interchange(hidden[rows, cols].float(), cf, basis).to(hidden.dtype)
+        new = interchange(hidden[rows, cols].float(), cf, basis, weights).to(hidden.dtype)
         return hidden.index_put((rows, cols), new)
 
     handle = _layer_hook(lm, layer, write)

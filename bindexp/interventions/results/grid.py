@@ -18,11 +18,18 @@ from typing import Any
 import numpy as np
 
 from bindexp.io.grids import read_grid_files
-from bindexp.stats import RunningMoments, wilson_bounds, wilson_interval
+from bindexp.stats import RunningMoments, clip_to_range, wilson_bounds, wilson_interval
 
 # 0/1 per pair (interchange accuracy, a patched prediction leaving the answer, the lens's top-1
 # answer, the accuracy left after a knockout): Wilson intervals while every value added is 0 or 1
 PROPORTION_METRICS = ("iia", "flip", "top1_answer", "accuracy")
+# Bounded metrics (probabilities, their changes, attention weights, ranks): their Student-t
+# intervals are clipped to this range, and `grid.info["clipped"]` counts the cells clipped per metric
+METRIC_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "p_original": (0.0, 1.0), "p_counterfactual": (0.0, 1.0), "p_answer": (0.0, 1.0), "attention": (0.0, 1.0),
+    "p_original_change": (-1.0, 1.0), "p_drop": (-1.0, 1.0), "rank_answer": (1.0, None),
+    "rank_counterfactual": (1.0, None)}
+CLIPPED = "_clipped"  # grid.counts["<metric>_clipped"]: 1 where that cell's interval was clipped to the range
 
 
 @dataclasses.dataclass
@@ -46,7 +53,8 @@ class Grid:
         return self.n.shape
 
     def to_frame(self):
-        """One row per cell: the axes' labels, the token text, n, and each metric with its CI."""
+        """One row per cell: the axes' labels, the token text, n, and each metric with its CI (and,
+        for a bounded metric any of whose intervals was clipped to its range, `<metric>_ci_clipped`)."""
         import pandas as pd
 
         rows = []
@@ -61,6 +69,8 @@ class Grid:
                 row[metric] = float(self.mean[metric][index])
                 row[f"{metric}_ci_low"] = float(self.ci_low[metric][index])
                 row[f"{metric}_ci_high"] = float(self.ci_high[metric][index])
+                if f"{metric}{CLIPPED}" in self.counts:
+                    row[f"{metric}_ci_clipped"] = bool(self.counts[f"{metric}{CLIPPED}"][index])
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -113,14 +123,28 @@ class GridAccumulator:
                                            else next(iter(values.values())), dtype=float))
 
     def grid(self, info: dict[str, Any] | None = None) -> Grid:
-        mean, low, high = {}, {}, {}
+        """Means with 95% intervals: Wilson for 0/1 outcomes (whose mean is then successes / n
+        exactly: 1/20 is 0.05, not 0.049999999999999996), Student-t otherwise, clipped to the
+        metric's range for bounded metrics (`METRIC_RANGES`; the clipped cells counted in
+        `info["clipped"]`)."""
+        mean, low, high, clipped = {}, {}, {}, {}
         for metric, moments in self.moments.items():
             mean[metric], low[metric], high[metric] = moments.interval()
             if self.outcomes.get(metric):
-                low[metric], high[metric] = wilson_bounds(moments.mean * moments.count, moments.count)
+                successes = np.rint(moments.mean * moments.count)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean[metric] = np.where(moments.count > 0, successes / moments.count, np.nan)
+                low[metric], high[metric] = wilson_bounds(successes, moments.count)
+            elif metric in METRIC_RANGES:
+                low[metric], high[metric], moved = clip_to_range(low[metric], high[metric], METRIC_RANGES[metric])
+                if moved.any():
+                    clipped[metric] = moved.astype(int)
         counts = {m: self.moments[m].count.astype(int) for m in self.moments}
-        return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), counts, list(self.token_labels),
-                    info or {})
+        counts.update({f"{m}{CLIPPED}": flags for m, flags in clipped.items()})
+        info = dict(info or {})
+        if clipped:
+            info["clipped"] = {metric: int(flags.sum()) for metric, flags in clipped.items()}
+        return Grid(self.axes, self.labels, mean, low, high, self.pairs.copy(), counts, list(self.token_labels), info)
 
 
 def proportion_interval(grid: Grid, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -49,6 +49,13 @@ def normalized_effect(ld_patched: torch.Tensor, ld_clean: float, ld_cf: float) -
     return (ld_patched - ld_clean) / gap
 
 
+def predicted_candidate(logits: torch.Tensor, answer: AnswerTokens) -> torch.Tensor:
+    """The index (into `answer.candidates`) of the candidate each row of `logits` ([cells, vocab])
+    ranks first: the patched prediction, e.g. 7 for the digit 7 among the ten digits."""
+    candidates = torch.tensor(answer.candidates, device=logits.device)
+    return logits[:, candidates].float().argmax(dim=-1)
+
+
 def cell_metrics(logits: torch.Tensor, answer: AnswerTokens, clean_logits: torch.Tensor, ld_cf: float
                  ) -> dict[str, torch.Tensor]:
     """Every metric for a stack of patched final-position logits ([cells, vocab]) of one pair."""
@@ -58,7 +65,7 @@ def cell_metrics(logits: torch.Tensor, answer: AnswerTokens, clean_logits: torch
     ld = logit_diff(logits, answer)
     probs = torch.softmax(logits, dim=-1)
     candidates = torch.tensor(answer.candidates, device=logits.device)
-    predicted = candidates[logits[:, candidates].argmax(dim=-1)]
+    predicted = candidates[predicted_candidate(logits, answer)]
     return {
         "normalized_effect": normalized_effect(ld, ld_clean, ld_cf),
         "logit_diff": ld,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,17 @@ def _layer_by_column(grid: Grid, metric: str) -> tuple[np.ndarray, np.ndarray, n
     head = filled.argmax(axis=2)
     take = lambda a: np.take_along_axis(a, head[..., None], axis=2)[..., 0]  # noqa: E731
     return take(values), take(low), take(high), head
+
+
+def layer_ranges(layers: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    spans: list[list[int]] = []
+    for layer in layers:
+        if spans and layer == spans[-1][1] + 1:
+            spans[-1][1] = layer
+        else:
+            spans.append([layer, layer])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
 
 
 def _float(value: Any) -> float | None:

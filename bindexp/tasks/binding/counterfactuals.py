@@ -5,6 +5,8 @@
 - distractor_value: the first constant off the chain changes, never to the answer's digit; the
   answer must NOT change (a control).
 - chain_link: one copy line on the chain reads another variable with a different value.
+- swap_lines, move_root, rename_variable: rewrites that keep the answer but tell the competing
+  hypotheses apart (`bindexp.tasks.binding.rewrites`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from random import Random
 from typing import Any
 
 from bindexp.errors import TaskError
+from bindexp.tasks.binding.rewrites import (
+    move_root,
+    no_rebinding,
+    rename_variable,
+    swap_lines,
+    two_hops_no_rebinding,
+)
 from bindexp.tasks.edits import other_digit, values_before
 from bindexp.tasks.interface import CounterfactualKind
 from bindexp.tasks.program import Program
@@ -67,4 +76,7 @@ COUNTERFACTUALS = {kind.name: kind for kind in (
     CounterfactualKind("query_chain", _query_chain, changes_answer=True),
     CounterfactualKind("distractor_value", _distractor_value, changes_answer=False),
     CounterfactualKind("chain_link", _chain_link, changes_answer=True, requires=_needs_two_hops),
+    CounterfactualKind("swap_lines", None, changes_answer=False, requires=no_rebinding, rewrite=swap_lines),
+    CounterfactualKind("move_root", None, changes_answer=False, requires=two_hops_no_rebinding, rewrite=move_root),
+    CounterfactualKind("rename_variable", None, changes_answer=False, requires=no_rebinding, rewrite=rename_variable),
 )}

@@ -149,6 +149,9 @@ def _assign_names(
     return lines, tail[0]
 
 
+SEPARATORS: dict[str, str] = {"spaced": " = ", "compact": "="}  # between a line's variable and its value
+
+
 def render_binding(lines: list[tuple[str, str]], query_var: str, spacing: Spacing = "spaced") -> str:
-    sep = " = " if spacing == "spaced" else "="
+    sep = SEPARATORS[spacing]
     return "".join(f"{lhs}{sep}{rhs}\n" for lhs, rhs in lines) + f"#{query_var}: "

@@ -6,6 +6,7 @@ from bindexp.tasks.binding.analyser import analyse_binding, binding_roles, check
 from bindexp.tasks.binding.causal_model import CAUSAL_MODEL
 from bindexp.tasks.binding.counterfactuals import COUNTERFACTUALS
 from bindexp.tasks.binding.generator import MAX_HOPS, BindingOptions, binding_program
+from bindexp.tasks.binding.hypotheses import HYPOTHESES
 from bindexp.tasks.binding.programs_file import FILE_OPTIONS, check_file_line
 from bindexp.tasks.binding.supervision import (
     ALL_PAIRS,
@@ -29,7 +30,7 @@ TASK = TaskSpec(
     counterfactuals=COUNTERFACTUALS, reanalyse=reanalyse_binding, pair_candidates=DIGITS,
     role_columns=binding_roles, value_role="root_value",
     analyse=lambda text, seq_len: analyse_binding(text, seq_len=seq_len), hop_of=hop_of,
-    check_systematic=check_systematic, causal_model=CAUSAL_MODEL,
+    check_systematic=check_systematic, causal_model=CAUSAL_MODEL, hypotheses=HYPOTHESES,
     probe_labels={"value": (answer_digit, 10), "variable": (query_letter, 26)},
     check_file_line=check_file_line, file_options=FILE_OPTIONS,
     training=TrainingSupport(ALL_PAIRS, constant_pairs, root_pair, line_values, extra_queries, relabel_binding,
