@@ -38,6 +38,8 @@ OVER_TRAINING_TABLE_FILE = "over_training.csv"  # over_training: step, role, lay
 TRAINING_PLOT_FILE = "training.png"  # train: the history (accuracies, loss) against the step, phase lines
 OVER_TRAINING_PLOT_FILE = "over_training.png"  # over_training: the metric against the training step per role
 HISTORY_FILE = "history.jsonl"  # train: one JSON object per logged step (losses, evaluations)
+ROUTES_OVER_TRAINING_TABLE_FILE = "routes_over_training.csv"  # over_training: step, route, layer, head, attention ...
+ROUTES_OVER_TRAINING_PLOT_FILE = "routes_over_training.png"  # over_training: each route's attention against the step
 CHECKPOINT_RUNS_DIR = "checkpoint_runs"  # over_training: one patch run folder per checkpoint, step-NNNNNN/
 # the analysis jobs (attention, lens, subspace, locate): grids in grids/<name>/, tables as CSV
 ANALYSIS_GRIDS_DIR = "grids"  # <folder>/grids/<destination or variable>/grid.safetensors + grid.json
@@ -154,6 +156,14 @@ class RunFolder:
     @property
     def over_training_plot(self) -> Path:
         return self.path / OVER_TRAINING_PLOT_FILE
+
+    @property
+    def routes_over_training_table(self) -> Path:
+        return self.path / ROUTES_OVER_TRAINING_TABLE_FILE
+
+    @property
+    def routes_over_training_plot(self) -> Path:
+        return self.path / ROUTES_OVER_TRAINING_PLOT_FILE
 
     @property
     def checkpoint_runs(self) -> Path:

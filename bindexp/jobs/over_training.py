@@ -33,8 +33,8 @@ from bindexp.io.tables import write_csv, write_figure
 from bindexp.jobs.patch import PatchSettings, run_patch
 from bindexp.models.cache import ModelCache
 from bindexp.models.loading import check_model_dir
-from bindexp.plots.training import plot_over_training
-from bindexp.runs.pairs import check_layers, checked_request
+from bindexp.plots.training import plot_over_training, plot_routes_over_training
+from bindexp.runs.pairs import candidate_pairs, check_layers, checked_request, patch_shots, with_file_prompt_settings
 from bindexp.runs.patching import headline_metric
 from bindexp.runs.settings import TASK_OPTION_FIELDS, StrList
 from bindexp.runs.tracking import Tracker, input_digest
@@ -57,6 +57,9 @@ class OverTrainingSettings(PatchSettings):
     shots: int | None = Field(0, ge=0, description="worked examples before each program (trained models saw none)")
     only_correct: bool = Field(False, description="False: the same pairs at every checkpoint")
     min_gap: float = Field(0.0, ge=0, description="0: every pair at every checkpoint (early ones have small gaps)")
+    routes: StrList | None = Field(None, description=(
+        "attention routes 'destination<-source' (token roles, e.g. chain2_end<-root_value) read at every "
+        "checkpoint on the same pairs' clean programs: per layer, the head with the highest mean attention"))
 
     @model_validator(mode="after")
     def _checkpoints_are_the_models(self) -> OverTrainingSettings:
@@ -64,7 +67,24 @@ class OverTrainingSettings(PatchSettings):
             raise ValueError("the checkpoints are the models: give the training run's folder as --checkpoints, not --model")
         if self.positions != "roles":
             raise ValueError("over_training compares roles across checkpoints: positions must be roles")
+        parse_routes(self.routes)
         return self
+
+
+ROUTE_ARROW = "<-"
+
+
+def parse_routes(routes: list[str] | None) -> list[tuple[str, str]]:
+    """[(destination, source)] of routes written 'destination<-source'; ValueError for any other form."""
+    parsed = []
+    for route in routes or []:
+        destination, arrow, source = (part.strip() for part in route.partition(ROUTE_ARROW))
+        if not (arrow and destination and source) or ROUTE_ARROW in source:
+            raise ValueError(f"route {route!r} is not 'destination<-source' (two token roles, e.g. chain2_end<-root_value)")
+        parsed.append((destination, source))
+    if len(set(parsed)) != len(parsed):
+        raise ValueError("routes names a route twice")
+    return parsed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +195,7 @@ def with_training_programs(settings: OverTrainingSettings, training: dict[str, A
 
 def checkpoint_patch_settings(settings: OverTrainingSettings, checkpoint: Checkpoint, runs_dir: Path) -> PatchSettings:
     """The patch run of one checkpoint: these patch settings on that model, W&B off, its folder in `runs_dir`."""
-    values = settings.model_dump(exclude={"checkpoints", "steps", "metric"}
+    values = settings.model_dump(exclude={"checkpoints", "steps", "metric", "routes"}
                                  | {name for name in TASK_OPTION_FIELDS if name not in settings.model_fields_set})
     values.update(model=str(checkpoint.path), wandb_mode="disabled", output_dir=str(runs_dir),
                   run_name=step_name(checkpoint.step), tags=[], group=None, sweep=None)
@@ -224,8 +244,9 @@ def run_over_training(settings: OverTrainingSettings) -> OverTrainingOutcome:
     training = training_record(root)
     settings, filled = with_training_programs(settings, training.settings)
     first = checkpoint_patch_settings(settings, chosen[0], Path(settings.output_dir))
-    checked_request(first.model_copy(update={"run_name": None}))  # programs, pairs, templates, output_dir:
-    # refused before any model loads
+    _, shots = checked_request(first.model_copy(update={"run_name": None}))  # programs, pairs, templates,
+    # output_dir: refused before any model loads
+    check_route_roles(first, shots, settings.routes)
     for checkpoint in chosen:  # every checkpoint, not only the first: refused before any model loads
         try:
             check_layers(first, checkpoint_layers(checkpoint.path))
@@ -242,6 +263,52 @@ def run_over_training(settings: OverTrainingSettings) -> OverTrainingOutcome:
         return _analyse(settings, chosen, training, tracker, cache)
 
 
+def check_route_roles(settings: PatchSettings, shots: list, routes: list[str] | None) -> None:
+    """Every role a route names is a token role of these programs (one drawn pair): InputError otherwise."""
+    routes = parse_routes(routes)
+    if not routes:
+        return
+    roles = list(candidate_pairs(settings, 1, shots)[0].original.spans) + ["final"]
+    for destination, source in routes:
+        for role in (destination, source):
+            if role not in roles:
+                raise InputError(f"route {destination}{ROUTE_ARROW}{source}: {role!r} is not a token role of these "
+                                 f"programs ({', '.join(roles)})")
+
+
+def route_rows(step: int, lm: Any, pairs: list, settings: PatchSettings, shots: list) -> Any:
+    """One checkpoint's routes: step, route, layer, head (the head with the highest mean attention
+    from destination to source at that layer), attention with its 95% mean interval, n (programs)."""
+    import numpy as np
+    import pandas as pd
+
+    from bindexp.interventions.engine.plan import plan_grid
+    from bindexp.interventions.readouts.attention import ATTENTION_METRIC, role_attention
+    from bindexp.runs.analysis import sequences_and_roles
+
+    routes = parse_routes(settings.routes)
+    plan = plan_grid(lm, pairs, shots=shots, template=settings.template)
+    sequences, roles = sequences_and_roles(plan)
+    destinations = list(dict.fromkeys(d for d, _ in routes))
+    sources = list(dict.fromkeys(s for _, s in routes))
+    grids = role_attention(lm, sequences, roles, destinations, sources, prefix=plan.prefix)
+    rows = []
+    for destination, source in routes:
+        grid = grids[destination]
+        column = grid.labels["role"].index(source)
+        mean = grid.mean[ATTENTION_METRIC][:, column, :]  # [layer, head]
+        for li, layer in enumerate(grid.labels["layer"]):
+            if np.isnan(mean[li]).all():
+                continue
+            head = int(np.nanargmax(mean[li]))
+            rows.append({"step": step, "route": f"{destination}{ROUTE_ARROW}{source}", "layer": layer, "head": head,
+                         "attention": float(mean[li, head]),
+                         "ci_low": float(grid.ci_low[ATTENTION_METRIC][li, column, head]),
+                         "ci_high": float(grid.ci_high[ATTENTION_METRIC][li, column, head]),
+                         "n": int(grid.counts[ATTENTION_METRIC][li, column, head])})
+    return pd.DataFrame(rows, columns=["step", "route", "layer", "head", "attention", "ci_low", "ci_high", "n"])
+
+
 def _analyse(settings: OverTrainingSettings, chosen: list[Checkpoint], training: TrainingRecord, tracker: Tracker,
              cache: ModelCache) -> OverTrainingOutcome:
     import pandas as pd
@@ -250,11 +317,15 @@ def _analyse(settings: OverTrainingSettings, chosen: list[Checkpoint], training:
 
     value_role = get_task(settings.task).value_role
     runs_dir = tracker.out_dir / CHECKPOINT_RUNS_DIR
-    metric, grids, blocks, per_step = settings.metric, {}, [], {}
+    metric, grids, blocks, per_step, route_blocks = settings.metric, {}, [], {}, []
     for checkpoint in chosen:
         patch_settings = checkpoint_patch_settings(settings, checkpoint, runs_dir)
         with _no_run_pointer():
             outcome = run_patch(patch_settings, cache)
+        if settings.routes:
+            shots = patch_shots(with_file_prompt_settings(patch_settings))  # the patch run's own shots
+            lm = cache.get(patch_settings.model, **patch_settings.model_kwargs())
+            route_blocks.append(route_rows(checkpoint.step, lm, outcome.pairs, settings, shots))
         cache.unload(patch_settings.model)
         metric = metric or headline_metric(patch_settings, outcome.grid)
         grids[checkpoint.step] = outcome.grid
@@ -269,10 +340,32 @@ def _analyse(settings: OverTrainingSettings, chosen: list[Checkpoint], training:
     summary = {"metric": metric, "steps": sorted(per_step), "heuristic_plateau": training.heuristic_plateau,
                **training.boundaries, "by_step": {str(step): s for step, s in per_step.items()},
                "checkpoint_runs": str(runs_dir)}
+    if route_blocks:
+        routes = pd.concat(route_blocks, ignore_index=True)
+        write_csv(routes, tracker.folder.routes_over_training_table)
+        summary["routes"] = _route_summary(routes)
+        tracker.log_steps(STEP_KEY, [{STEP_KEY: step, **{route: float(block.loc[block["route"] == route, "attention"].max())
+                                                          for route in block["route"].unique()}}
+                                     for step, block in routes.groupby("step")], "attention")
+        write_figure(plot_routes_over_training(routes, training, title=_title(settings, "attention")),
+                     tracker.folder.routes_over_training_plot, dpi=120)
+        tracker.log_table("routes_over_training", routes)
+        tracker.log_image("routes_over_training", tracker.folder.routes_over_training_plot)
     tracker.write_summary(summary)
     tracker.log_table("over_training", table)
     tracker.log_image("over_training", tracker.folder.over_training_plot)
     return OverTrainingOutcome(table, summary, grids, tracker.out_dir, tracker.run_dir)
+
+
+def _route_summary(routes: Any) -> dict[str, Any]:
+    """Per route: at each step, the (layer, head) with the highest attention and its value."""
+    summary = {}
+    for route, block in routes.groupby("route", sort=False):
+        best = block.loc[block.groupby("step")["attention"].idxmax()]
+        summary[route] = {str(int(r.step)): {"layer": int(r.layer), "head": int(r.head), "attention": float(r.attention),
+                                             "ci_low": float(r.ci_low), "ci_high": float(r.ci_high), "n": int(r.n)}
+                          for r in best.itertuples()}
+    return summary
 
 
 def _log_history(tracker: Tracker, metric: str, per_step: dict[int, dict], training: TrainingRecord) -> None:

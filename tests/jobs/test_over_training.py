@@ -115,6 +115,8 @@ def test_all_and_best_choose_from_the_checkpoints_kept(trained, tmp_path):
     (["--model=tiny-random-llama"], "the checkpoints are the models"),
     (["--metric=accuracy"], "metric 'accuracy'"),
     (["--positions=all"], "positions must be roles"),
+    (["--routes=[final-root_value]"], "is not 'destination<-source'"),
+    (["--routes=[final<-nowhere]"], "'nowhere' is not a token role"),
 ])
 def test_bad_choices_fail_in_one_line_before_any_model_loads(trained, tmp_path, capsys, args, fragment):
     code = _main([f"--checkpoints={trained.checkpoint_dir}", f"--output_dir={tmp_path / 'out'}",
@@ -209,3 +211,54 @@ def test_the_plot_marks_the_phase_boundaries_in_both_panels():
         vertical = sorted(line.get_xdata()[0] for line in ax.lines if len(set(line.get_xdata())) == 1
                           and list(line.get_ydata()) == [0, 1])
         assert vertical == [200, 400]
+
+
+def test_routes_are_each_layers_most_attending_head_as_plain_torch_computes_it(trained, tmp_path):
+    """--routes: at every checkpoint, per layer, the head whose mean attention (over the same pairs'
+    original programs) from the destination role to the source role is highest -- recomputed here
+    from transformers' own eager attention weights on the checkpoint, positions by character
+    offset (one token per character after BOS)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bindexp.jobs.over_training import OverTrainingSettings, run_over_training
+    from bindexp.tasks.binding import analyse_binding
+
+    routes = ["final<-root_value", "chain2_end<-chain1_end"]
+    settings = parse_settings(OverTrainingSettings, [f"--checkpoints={trained.checkpoint_dir}", "--steps=[10, 30]",
+                                                     f"--output_dir={tmp_path}", "--wandb_mode=disabled",
+                                                     f"--routes={json.dumps(routes)}", *PATCH])
+    outcome = run_over_training(settings)
+    table = pd.read_csv(outcome.out_dir / "routes_over_training.csv")
+    assert list(table.columns) == ["step", "route", "layer", "head", "attention", "ci_low", "ci_high", "n"]
+    assert len(table) == 2 * 2 * 2  # steps x routes x layers
+    for step in (10, 30):
+        checkpoint = trained.checkpoint_dir / f"step-{step:06d}"
+        records = [json.loads(line) for line in
+                   (outcome.out_dir / "checkpoint_runs" / f"step-{step:06d}" / "pairs.jsonl").read_text().splitlines()]
+        texts = [r["original"] for r in records]
+        assert len(texts) == 3
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, attn_implementation="eager").eval()
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        for route in routes:
+            destination, source = route.split("<-")
+            weights = []  # per program [layer, head]
+            for text in texts:
+                ids = tokenizer(text, return_tensors="pt").input_ids
+                assert ids.shape[1] == len(text) + 1  # BOS, then one token per character
+                spans = analyse_binding(text).spans
+                at = {role: start + 1 for role, (start, _end) in spans.items()}
+                at["final"] = len(text)
+                with torch.no_grad():
+                    attentions = model(ids, output_attentions=True).attentions
+                weights.append(torch.stack([a[0, :, at[destination], at[source]] for a in attentions]).numpy())
+            mean = np.mean(weights, axis=0)
+            rows = table[(table["step"] == step) & (table["route"] == route)].sort_values("layer")
+            assert list(rows["layer"]) == [0, 1]
+            assert list(rows["head"]) == [int(np.argmax(mean[layer])) for layer in (0, 1)]
+            np.testing.assert_allclose(rows["attention"], mean.max(axis=1), rtol=1e-5, atol=1e-6)
+            assert (rows["n"] == 3).all() and (rows["ci_low"] <= rows["attention"]).all()
+    best = outcome.summary["routes"]["final<-root_value"]["30"]
+    last = table[(table["step"] == 30) & (table["route"] == "final<-root_value")]
+    assert best["attention"] == pytest.approx(last["attention"].max())
+    assert (outcome.out_dir / "routes_over_training.png").read_bytes()[:4] == b"\x89PNG"
+
