@@ -258,3 +258,42 @@ def test_init_from_starts_from_a_checkpoints_weights_and_refuses_another_archite
     err = capsys.readouterr().err
     assert code == 2 and err.count("error:") == 1 and "hidden_size=32 there but 16" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_stop_when_systematic_stops_and_saves_at_the_first_evaluation_past_the_threshold(tmp_path):
+    """The stop rule reads one number of each evaluation row (validation heuristic-wrong accuracy);
+    the real training loop runs and saves, and the evaluations are scripted so the threshold is met
+    at a known step without training a tiny model to 0.99. 0.99 itself does not stop (strictly
+    above), 0.995 at step 6 does: training ends there, with a checkpoint at 6 although
+    checkpoint_every is 4, and the history ends at that evaluation."""
+    from bindexp.io.checkpoints import latest_checkpoint
+    from bindexp.jobs.train import arch_spec, data_spec, optim_spec
+    from bindexp.training.data import ProgramData
+    from bindexp.training.trainer import FitPlan, Trainer
+
+    scripted = {2: 0.5, 4: 0.99, 6: 0.995, 8: 1.0}
+
+    class ScriptedEvaluations(Trainer):
+        def evaluate(self, names=None, intervals=False):
+            return {"validation/accuracy": scripted[self.step], "validation/loss": 1.0,
+                    "validation/accuracy_heuristic_wrong": scripted[self.step]}
+
+    def fit(stop):
+        settings = _settings("--steps=10")
+        trainer = ScriptedEvaluations(ProgramData(data_spec(settings)), arch_spec(settings), optim_spec(settings),
+                                      seed=0, device=torch.device("cpu"), amp_dtype=torch.float32, loss_on="answer",
+                                      batch_size=4, eval_batch_size=8)
+        root = tmp_path / f"stop-{stop}"
+        plan = FitPlan(log_every=2, eval_every=2, checkpoint_every=4, checkpoint_root=root, keep_checkpoints=10,
+                       stop_when_systematic=stop)
+        rows = []
+        stopped = trainer.fit(8, plan, on_row=rows.append, on_checkpoint=lambda path, best: None, state=lambda: {})
+        return trainer, root, stopped
+
+    trainer, root, stopped = fit(True)
+    assert trainer.step == 6 and stopped is False  # stopped early but saved: not a stop_after stop
+    assert [row["train/step"] for row in trainer.history] == [2, 4, 6]
+    assert latest_checkpoint(root).name == "step-000006"
+    assert sorted(p.name for p in root.glob("step-*")) == ["step-000004", "step-000006"]
+    trainer, root, _ = fit(False)  # the same evaluations without the rule: all 8 steps
+    assert trainer.step == 8 and latest_checkpoint(root).name == "step-000008"
