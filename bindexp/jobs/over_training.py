@@ -347,7 +347,7 @@ def _analyse(settings: OverTrainingSettings, chosen: list[Checkpoint], training:
         tracker.log_steps(STEP_KEY, [{STEP_KEY: step, **{route: float(block.loc[block["route"] == route, "attention"].max())
                                                           for route in block["route"].unique()}}
                                      for step, block in routes.groupby("step")], "attention")
-        write_figure(plot_routes_over_training(routes, training, title=_title(settings, "attention")),
+        write_figure(plot_routes_over_training(routes, training, title=_routes_title(settings)),
                      tracker.folder.routes_over_training_plot, dpi=120)
         tracker.log_table("routes_over_training", routes)
         tracker.log_image("routes_over_training", tracker.folder.routes_over_training_plot)
@@ -379,6 +379,12 @@ def _log_history(tracker: Tracker, metric: str, per_step: dict[int, dict], train
                                  for step, s in per_step.items()], "layers")
     tracker.log_steps(STEP_KEY, [{k: v for k, v in row.items() if isinstance(v, (int, float))}
                                  for row in training.history], "training")
+
+
+def _routes_title(settings: OverTrainingSettings) -> str:
+    axes = ", ".join(f"{axis}={getattr(settings, axis)}" for axis in get_task(settings.task).axes)
+    return (f"{Path(settings.checkpoints).name}: attention of each route's best head over training "
+            f"({settings.task}, {axes}; {settings.num_programs} programs)")
 
 
 def _title(settings: OverTrainingSettings, metric: str) -> str:

@@ -429,8 +429,11 @@ def save_training_plot(tracker: Tracker, history: list[dict], plateau: float, su
                        settings: TrainSettings) -> None:
     """The run's history (across resumptions) as `training.png` in its folder, and as a W&B image."""
     boundaries = {key: summary[key] for key in PHASE_KEYS}
-    title = (f"{settings.model} {settings.n_layers}L d{settings.d_model} ({summary['n_params'] / 1e6:.2f}M params), "
-             f"{settings.seq_len}-line programs, hops {settings.hops}; {settings.n_eval} programs per set")
+    conv = f" conv {settings.conv_kernel}" if settings.conv_kernel else ""
+    supervision = (f"; {settings.queries_per_program} queries" if settings.queries_per_program > 1 else "") + \
+        ("; line targets" if settings.line_targets else "")
+    title = (f"{settings.model} {settings.n_layers}L d{settings.d_model}{conv} ({summary['n_params'] / 1e6:.2f}M params), "
+             f"{settings.seq_len}-line programs, hops {settings.hops}{supervision}; {settings.n_eval} programs per set")
     write_figure(plot_training(history, plateau, boundaries, title), tracker.folder.training_plot, dpi=110)
     tracker.log_image("training", tracker.folder.training_plot)
 
