@@ -133,7 +133,7 @@ def path_patch(plan: GridPlan, specs: Sequence[str], *, cells_per_forward: int =
                                           METRICS) for spec in specs}
     prefix = PrefixState.of(plan.prefix, graph.n_layers)
     excluded: list[int] = []
-    cells = Counter()
+    cells = CellCount()
     bar = tqdm(total=len(plan.tokenized), disable=not progress, desc="path patching", unit="pair")
     for prepared, runs, size in pair_chunks(plan, parts, prefix, pairs_per_chunk, min_gap, excluded):
         for spec, receiver_set in sets.items():
@@ -168,7 +168,7 @@ def exact_edges(plan: GridPlan, edges: Sequence[tuple[int, int]], *, cells_per_f
     accumulator = GridAccumulator(("edge",), {"edge": [graph.edge_name(e) for e in edges]}, EXACT_EDGE_METRICS)
     prefix = PrefixState.of(plan.prefix, graph.n_layers)
     excluded: list[int] = []
-    cells = Counter()
+    cells = CellCount()
     bar = tqdm(total=len(plan.tokenized), disable=not progress, desc="exact edges", unit="pair")
     for prepared, runs, size in pair_chunks(plan, parts, prefix, pairs_per_chunk, min_gap, excluded):
         shift = [np.full(len(edges), np.nan) for _ in runs]
@@ -186,7 +186,7 @@ def exact_edges(plan: GridPlan, edges: Sequence[tuple[int, int]], *, cells_per_f
                                   "excluded_pairs": excluded, "min_gap": min_gap, "patched_cells": cells.total})
 
 
-class Counter:
+class CellCount:
     """Cells run so far (an `on_forward` callback)."""
 
     def __init__(self) -> None:
