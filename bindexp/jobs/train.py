@@ -42,7 +42,7 @@ from bindexp.io.checkpoints import (
 )
 from bindexp.io.folder import SUMMARY_FILE, check_writable_dir
 from bindexp.io.locks import FolderLock
-from bindexp.io.streams import append_lines
+from bindexp.io.streams import append_lines, write_lines
 from bindexp.io.tables import write_figure
 from bindexp.models.loading import resolve_device, resolve_dtype
 from bindexp.plots.training import plot_training
@@ -396,6 +396,12 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, ro
     def record(row: dict[str, Any]) -> None:
         tracker.log(row)
         append_lines(history_path, [row])
+
+    if resume_from is not None:  # the run's history so far, so this run's file and charts hold all of it
+        restored = sorted(trainer.losses + trainer.history, key=lambda row: row[STEP_KEY])  # stable: loss first
+        write_lines(history_path, [])  # replacing what a continued run folder held past the checkpoint
+        for row in restored:
+            record(row)
 
     def checkpointed(path: Path, is_best: bool) -> None:
         written["checkpoint"] = path

@@ -69,6 +69,11 @@ def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp
     opt_b = load_file(str(resumed.checkpoint / "trainer" / "optimizer.safetensors"))
     assert all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
     assert [r["validation/accuracy"] for r in whole.history] == [r["validation/accuracy"] for r in resumed.history]
+    # the resumed run's history file holds the whole run, each row once, as the uninterrupted run's does
+    rows = [[json.loads(line) for line in (outcome.out_dir / "history.jsonl").read_text().splitlines()]
+            for outcome in (whole, resumed)]
+    assert [r["train/step"] for r in rows[1]] == [r["train/step"] for r in rows[0]]
+    assert [r.get("validation/accuracy") for r in rows[1]] == [r.get("validation/accuracy") for r in rows[0]]
 
 
 def test_resuming_with_other_training_settings_is_refused(tmp_path):
