@@ -120,6 +120,9 @@ class Trainer:
         about the run besides the trainer's own state."""
         from tqdm.auto import tqdm
 
+        if plan.stop_when_systematic and self.history and self.history[-1][STEP_KEY] == self.step \
+                and is_systematic(self.history[-1]):
+            return False  # a resumed run that had stopped here, systematic: it is finished, not continued
         loss_sum, loss_n = torch.zeros((), device=self.device), 0
         bar = tqdm(total=steps, initial=self.step, disable=not plan.progress, desc="training", unit="step")
         solved, stopped = False, False
