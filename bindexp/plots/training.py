@@ -139,8 +139,10 @@ def plot_training_bands(bands: list[tuple[str, int, Any]], title: str = ""):
         ax.set_title("\n".join(textwrap.wrap(f"{label}: mean of {runs} run{'s' if runs != 1 else ''} "
                                              "(band: lowest to highest)", 100)), fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
-    if title:
-        figure.suptitle("\n".join(textwrap.wrap(title, 100)), fontsize=10)
+    lines = textwrap.wrap(title, 100) if title else []
+    if lines:
+        figure.suptitle("\n".join(lines), fontsize=10)
     axes[-1].set_xlabel("training step")
-    figure.tight_layout()
+    height = figure.get_figheight()  # keep the suptitle's lines clear of the first panel's title
+    figure.tight_layout(rect=(0, 0, 1, 1 - (0.22 * len(lines) + 0.1) / height if lines else 1))
     return figure
