@@ -268,7 +268,7 @@ def check_route_roles(settings: PatchSettings, shots: list, routes: list[str] | 
     routes = parse_routes(routes)
     if not routes:
         return
-    roles = list(candidate_pairs(settings, 1, shots)[0].original.spans) + ["final"]
+    roles = list(dict.fromkeys([*candidate_pairs(settings, 1, shots)[0].original.spans, "final"]))
     for destination, source in routes:
         for role in (destination, source):
             if role not in roles:
@@ -343,11 +343,11 @@ def _analyse(settings: OverTrainingSettings, chosen: list[Checkpoint], training:
     if route_blocks:
         routes = pd.concat(route_blocks, ignore_index=True)
         write_csv(routes, tracker.folder.routes_over_training_table)
-        summary["routes"] = _route_summary(routes)
-        tracker.log_steps(STEP_KEY, [{STEP_KEY: step, **{route: float(block.loc[block["route"] == route, "attention"].max())
-                                                          for route in block["route"].unique()}}
-                                     for step, block in routes.groupby("step")], "attention")
-        write_figure(plot_routes_over_training(routes, training, title=_routes_title(settings)),
+        best = best_route_heads(routes)
+        summary["routes"] = _route_summary(best)
+        tracker.log_steps(STEP_KEY, [{STEP_KEY: step, **dict(zip(block["route"], block["attention"].astype(float)))}
+                                     for step, block in best.groupby("step")], "attention")
+        write_figure(plot_routes_over_training(best, training, title=_routes_title(settings)),
                      tracker.folder.routes_over_training_plot, dpi=120)
         tracker.log_table("routes_over_training", routes)
         tracker.log_image("routes_over_training", tracker.folder.routes_over_training_plot)
@@ -357,15 +357,17 @@ def _analyse(settings: OverTrainingSettings, chosen: list[Checkpoint], training:
     return OverTrainingOutcome(table, summary, grids, tracker.out_dir, tracker.run_dir)
 
 
-def _route_summary(routes: Any) -> dict[str, Any]:
+def best_route_heads(routes: Any) -> Any:
+    """Per (route, step), the row of the (layer, head) with the highest attention."""
+    return routes.loc[routes.groupby(["route", "step"], sort=False)["attention"].idxmax()].reset_index(drop=True)
+
+
+def _route_summary(best: Any) -> dict[str, Any]:
     """Per route: at each step, the (layer, head) with the highest attention and its value."""
-    summary = {}
-    for route, block in routes.groupby("route", sort=False):
-        best = block.loc[block.groupby("step")["attention"].idxmax()]
-        summary[route] = {str(int(r.step)): {"layer": int(r.layer), "head": int(r.head), "attention": float(r.attention),
-                                             "ci_low": float(r.ci_low), "ci_high": float(r.ci_high), "n": int(r.n)}
-                          for r in best.itertuples()}
-    return summary
+    return {route: {str(int(r.step)): {"layer": int(r.layer), "head": int(r.head), "attention": float(r.attention),
+                                       "ci_low": float(r.ci_low), "ci_high": float(r.ci_high), "n": int(r.n)}
+                    for r in block.itertuples()}
+            for route, block in best.groupby("route", sort=False)}
 
 
 def _log_history(tracker: Tracker, metric: str, per_step: dict[int, dict], training: TrainingRecord) -> None:

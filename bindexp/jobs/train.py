@@ -399,9 +399,9 @@ def _train(settings: TrainSettings, spec: DataSpec, resume_from: Path | None, ro
 
     if resume_from is not None:  # the run's history so far, so this run's file and charts hold all of it
         restored = sorted(trainer.losses + trainer.history, key=lambda row: row[STEP_KEY])  # stable: loss first
-        write_lines(history_path, [])  # replacing what a continued run folder held past the checkpoint
+        write_lines(history_path, restored)  # replacing what a continued run folder held past the checkpoint
         for row in restored:
-            record(row)
+            tracker.log(row)
 
     def checkpointed(path: Path, is_best: bool) -> None:
         written["checkpoint"] = path

@@ -98,18 +98,18 @@ def plot_over_training(per_step: dict[int, dict], metric: str, training: Any, ti
 HOP_CURVES = tuple(f"validation/accuracy_hops{h}" for h in range(1, 9))
 
 
-def plot_routes_over_training(routes: Any, training: Any, title: str = ""):
-    """Each attention route (`routes`: step, route, layer, head, attention ...) as its best head's
-    mean attention against the training step, one line per route labelled with the (layer, head) of
-    the last step; below it the training run's validation accuracy by hops; dashed lines at the
-    phase boundaries."""
+def plot_routes_over_training(best: Any, training: Any, title: str = ""):
+    """Each attention route's best head (`best`: one row per route and step -- step, route, layer,
+    head, attention ...) against the training step, one line per route labelled with the (layer,
+    head) of the last step; below it the training run's validation accuracy by hops; dashed lines
+    at the phase boundaries."""
     panels = 2 if training.history else 1
     figure = new_figure(9, 3.6 * panels + 0.6)
     axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
-    for route, block in routes.groupby("route", sort=False):
-        best = block.loc[block.groupby("step")["attention"].idxmax()].sort_values("step")
-        last = best.iloc[-1]
-        axes[0].plot(best["step"], best["attention"], marker="o", markersize=3,
+    for route, curve in best.groupby("route", sort=False):
+        curve = curve.sort_values("step")
+        last = curve.iloc[-1]
+        axes[0].plot(curve["step"], curve["attention"], marker="o", markersize=3,
                      label=f"{route} (last: L{int(last['layer'])} H{int(last['head'])})")
     axes[0].set(ylabel="attention of the best head", ylim=(-0.02, 1.02))
     axes[0].set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)

@@ -283,31 +283,30 @@ def test_stop_when_systematic_stops_and_saves_at_the_first_evaluation_past_the_t
             return {"validation/accuracy": scripted[self.step], "validation/loss": 1.0,
                     "validation/accuracy_heuristic_wrong": scripted[self.step]}
 
-    def fit(stop):
+    def new_trainer():
         settings = _settings("--steps=10")
-        trainer = ScriptedEvaluations(ProgramData(data_spec(settings)), arch_spec(settings), optim_spec(settings),
-                                      seed=0, device=torch.device("cpu"), amp_dtype=torch.float32, loss_on="answer",
-                                      batch_size=4, eval_batch_size=8)
-        root = tmp_path / f"stop-{stop}"
+        return ScriptedEvaluations(ProgramData(data_spec(settings)), arch_spec(settings), optim_spec(settings),
+                                   seed=0, device=torch.device("cpu"), amp_dtype=torch.float32, loss_on="answer",
+                                   batch_size=4, eval_batch_size=8)
+
+    def run_fit(trainer, root, stop):
         plan = FitPlan(log_every=2, eval_every=2, checkpoint_every=4, checkpoint_root=root, keep_checkpoints=10,
                        stop_when_systematic=stop)
-        rows = []
-        stopped = trainer.fit(8, plan, on_row=rows.append, on_checkpoint=lambda path, best: None,
-                              state=lambda: {"settings": {}, "history": trainer.history, "losses": trainer.losses})
-        return trainer, root, stopped
+        return trainer.fit(8, plan, on_row=lambda row: None, on_checkpoint=lambda path, best: None,
+                           state=lambda: {"settings": {}, "history": trainer.history, "losses": trainer.losses})
+
+    def fit(stop):
+        trainer, root = new_trainer(), tmp_path / f"stop-{stop}"
+        return trainer, root, run_fit(trainer, root, stop)
 
     trainer, root, stopped = fit(True)
     assert trainer.step == 6 and stopped is False  # stopped early but saved: not a stop_after stop
     assert [row["train/step"] for row in trainer.history] == [2, 4, 6]
     assert latest_checkpoint(root).name == "step-000006"
     assert sorted(p.name for p in root.glob("step-*")) == ["step-000004", "step-000006"]
-    again = ScriptedEvaluations(ProgramData(data_spec(_settings("--steps=10"))), arch_spec(_settings()),
-                                optim_spec(_settings()), seed=0, device=torch.device("cpu"), amp_dtype=torch.float32,
-                                loss_on="answer", batch_size=4, eval_batch_size=8)
+    again = new_trainer()
     again.resume(latest_checkpoint(root))  # resuming the stopped run finishes it; it does not train on
-    plan = FitPlan(log_every=2, eval_every=2, checkpoint_every=4, checkpoint_root=root, keep_checkpoints=10,
-                   stop_when_systematic=True)
-    assert again.fit(8, plan, on_row=lambda row: None, on_checkpoint=lambda path, best: None, state=lambda: {}) is False
+    assert run_fit(again, root, True) is False
     assert again.step == 6 and latest_checkpoint(root).name == "step-000006"
     trainer, root, _ = fit(False)  # the same evaluations without the rule: all 8 steps
     assert trainer.step == 8 and latest_checkpoint(root).name == "step-000008"
